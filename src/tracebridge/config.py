@@ -1,0 +1,213 @@
+"""Settings: the one place that reads the environment.
+
+OpenTelemetry's own variables come first (so an existing OTel deployment keeps working
+unchanged), then ``TRACEBRIDGE_*`` for what OpenTelemetry has no word for.  A bad value never
+stops the application: it is reported in :attr:`Settings.problems` (``configure()`` logs
+them once) and the default is used, because tracing must not be the reason a service fails
+to start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from urllib.parse import unquote
+
+
+class KafkaCarrier(str, Enum):
+    """Where producers write the trace context of a record."""
+
+    HEADERS = "headers"
+    ENVELOPE = "envelope"
+    BOTH = "both"
+
+
+class ConsumerParent(str, Enum):
+    """How a process span relates to the context extracted from its record."""
+
+    PARENT = "parent"  # child of the producer's span, plus a follows_from link
+    LINK = "link"  # new trace per record, link only
+
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
+EXPORTERS = ("otlp", "console", "none")
+DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything tracebridge can be told, already parsed and validated."""
+
+    service_name: str = "unknown_service"
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    sdk_disabled: bool = False
+    traces_exporter: str = "otlp"
+    otlp_traces_endpoint: str = DEFAULT_OTLP_ENDPOINT + "/v1/traces"
+    otlp_headers: Mapping[str, str] = field(default_factory=dict)
+    otlp_timeout_s: float = 10.0
+    otlp_compression: str = "none"
+    propagators: tuple[str, ...] = ("tracecontext", "baggage")
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    bsp_schedule_delay_ms: int = 5000
+    bsp_max_queue_size: int = 2048
+    bsp_max_export_batch_size: int = 512
+    bsp_export_timeout_ms: int = 30000
+    kafka_carrier: KafkaCarrier = KafkaCarrier.HEADERS
+    consumer_parent: ConsumerParent = ConsumerParent.PARENT
+    baggage_attributes: tuple[str, ...] = ()
+    exporter_retry_after_s: float = 5.0
+    shutdown_timeout_s: float = 2.0
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``OTEL_*`` and ``TRACEBRIDGE_*`` variables; bad values fall back to defaults."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        resource = _parse_key_values(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), reader, "OTEL_RESOURCE_ATTRIBUTES")
+        service_name = (
+            env.get("OTEL_SERVICE_NAME", "").strip() or resource.get("service.name") or "unknown_service"
+        )
+        base_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or DEFAULT_OTLP_ENDPOINT
+        traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or (
+            base_endpoint.rstrip("/") + "/v1/traces"
+        )
+        if not traces_endpoint.startswith(("http://", "https://")):
+            reader.problem(
+                f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/OTEL_EXPORTER_OTLP_ENDPOINT={traces_endpoint!r} is not an "
+                f"http(s) URL; using {DEFAULT_OTLP_ENDPOINT}/v1/traces"
+            )
+            traces_endpoint = DEFAULT_OTLP_ENDPOINT + "/v1/traces"
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+        ).strip()
+        if protocol and protocol != "http/protobuf":
+            reader.problem(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; tracebridge exports "
+                "'http/protobuf' (install and configure the gRPC exporter yourself if you need gRPC)"
+            )
+        headers = _parse_key_values(
+            env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or "",
+            reader,
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        )
+        sampler = reader.choice("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on")
+        sampler_arg = 1.0
+        if "traceidratio" in sampler:
+            sampler_arg = reader.number("OTEL_TRACES_SAMPLER_ARG", 1.0, minimum=0.0, maximum=1.0)
+        propagators = reader.names("OTEL_PROPAGATORS", PROPAGATORS, ("tracecontext", "baggage"))
+        return cls(
+            service_name=service_name,
+            resource_attributes=resource,
+            sdk_disabled=reader.flag("OTEL_SDK_DISABLED", False),
+            traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", EXPORTERS, "otlp"),
+            otlp_traces_endpoint=traces_endpoint,
+            otlp_headers=headers,
+            otlp_timeout_s=reader.number("OTEL_EXPORTER_OTLP_TIMEOUT", 10000, minimum=1) / 1000.0,
+            otlp_compression=reader.choice("OTEL_EXPORTER_OTLP_COMPRESSION", ("none", "gzip"), "none"),
+            propagators=propagators,
+            sampler=sampler,
+            sampler_arg=sampler_arg,
+            bsp_schedule_delay_ms=int(reader.number("OTEL_BSP_SCHEDULE_DELAY", 5000, minimum=1)),
+            bsp_max_queue_size=int(reader.number("OTEL_BSP_MAX_QUEUE_SIZE", 2048, minimum=1)),
+            bsp_max_export_batch_size=int(reader.number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, minimum=1)),
+            bsp_export_timeout_ms=int(reader.number("OTEL_BSP_EXPORT_TIMEOUT", 30000, minimum=1)),
+            kafka_carrier=KafkaCarrier(
+                reader.choice("TRACEBRIDGE_KAFKA_CARRIER", tuple(c.value for c in KafkaCarrier), "headers")
+            ),
+            consumer_parent=ConsumerParent(
+                reader.choice("TRACEBRIDGE_CONSUMER_PARENT", tuple(c.value for c in ConsumerParent), "parent")
+            ),
+            baggage_attributes=tuple(
+                name.strip() for name in env.get("TRACEBRIDGE_BAGGAGE_ATTRIBUTES", "").split(",") if name.strip()
+            ),
+            exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
+            shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
+            problems=tuple(reader.problems),
+        )
+
+
+class _Reader:
+    """Parses one variable at a time and remembers what was wrong with it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw not in allowed:
+            self.problem(f"{name}={raw!r} is not one of {', '.join(allowed)}; using {default!r}")
+            return default
+        return raw
+
+    def names(self, name: str, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        chosen: list[str] = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            if item not in allowed:
+                self.problem(f"{name} names {item!r}, which is not one of {', '.join(allowed)}; ignoring it")
+            elif item not in chosen:
+                chosen.append(item)
+        return tuple(chosen)
+
+    def number(
+        self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+    ) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problem(f"{name}={raw!r} is not a number; using {default}")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.problem(f"{name}={raw!r} is outside [{minimum}, {maximum}]; using {default}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("true", "1", "yes"):
+            return True
+        if raw in ("false", "0", "no"):
+            return False
+        self.problem(f"{name}={raw!r} is not true/false; using {str(default).lower()}")
+        return default
+
+
+def _parse_key_values(raw: str, reader: _Reader, name: str) -> dict[str, str]:
+    """Parse the W3C-baggage-like ``k=v,k2=v2`` format OpenTelemetry uses for env lists."""
+    result: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            reader.problem(f"{name} has an entry {item.strip()!r} that is not key=value; ignoring it")
+            continue
+        result[unquote(key.strip())] = unquote(value.strip())
+    return result

@@ -1,0 +1,65 @@
+"""``instrument()``: turn on every instrumentation whose library is installed.
+
+Ours (aiokafka, strawberry) and the upstream OpenTelemetry ones (FastAPI/ASGI, httpx), so a
+service gets one trace across HTTP, GraphQL and Kafka from two lines — or none, under
+``tracebridge run``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+logger = logging.getLogger("tracebridge")
+
+# name -> (module that must import, "module:Instrumentor class")
+INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
+    "aiokafka": ("aiokafka", "tracebridge.messaging.kafka.aiokafka:AIOKafkaInstrumentor"),
+    "httpx": ("httpx", "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"),
+    "fastapi": ("fastapi", "opentelemetry.instrumentation.fastapi:FastAPIInstrumentor"),
+    "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
+}
+
+
+def _instrumentor(target: str) -> Any:
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
+    """Instrument each installed library (or just those in ``only``); return their names.
+
+    A library that isn't installed is skipped silently; one whose instrumentation fails is
+    logged and skipped — a tracing problem must never stop the service.  Calling it again
+    does nothing for libraries already instrumented.
+    """
+    done: list[str] = []
+    for name, (library, target) in INSTRUMENTATIONS.items():
+        if only is not None and name not in only:
+            continue
+        try:
+            importlib.import_module(library)
+        except ImportError:
+            continue
+        try:
+            instrumentor = _instrumentor(target)
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(**kwargs)
+            done.append(name)
+        except Exception as error:
+            logger.warning("tracebridge: could not instrument %s: %s", name, error)
+    return done
+
+
+def uninstrument() -> None:
+    """Undo :func:`instrument` for every library it instrumented."""
+    for name, (library, target) in INSTRUMENTATIONS.items():
+        try:
+            importlib.import_module(library)
+            instrumentor = _instrumentor(target)
+        except ImportError:
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        logger.debug("tracebridge: uninstrumented %s", name)

@@ -1,0 +1,1 @@
+"""Kafka client adapters, one module per client library."""

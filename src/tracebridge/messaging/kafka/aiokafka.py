@@ -1,0 +1,207 @@
+"""aiokafka adapter: where aiokafka keeps topic, partition, offset, key, headers, timestamp.
+
+Wraps ``AIOKafkaProducer.send`` (the span covers the broker acknowledgement, not just the
+buffering), ``AIOKafkaConsumer.getone`` (which ``async for`` uses) and ``getmany``, and the
+calls that mean "the handler is done": ``commit`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from functools import partial
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.trace import Span
+from wrapt import wrap_function_wrapper
+
+from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
+from tracebridge.messaging import scope
+from tracebridge.messaging.delivery import DeliveryTracker
+from tracebridge.messaging.spans import ClientInfo, ConsumedRecord, MessagingSpans
+from tracebridge.version import SCHEMA_URL, __version__
+
+_INSTRUMENTS = ("aiokafka >= 0.11, < 0.15",)
+_CLIENT_INFO = "_tracebridge_client_info"
+_WRAPPED = (
+    ("AIOKafkaProducer", "send"),
+    ("AIOKafkaConsumer", "getone"),
+    ("AIOKafkaConsumer", "getmany"),
+    ("AIOKafkaConsumer", "commit"),
+    ("AIOKafkaConsumer", "stop"),
+)
+
+
+class AIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces aiokafka producers and consumers with tracebridge's span model.
+
+    Keyword arguments to ``instrument()``: ``tracer_provider``; ``carrier``
+    (:class:`KafkaCarrier`) and ``consumer_parent`` (:class:`ConsumerParent`), which default to
+    the active settings (``TRACEBRIDGE_KAFKA_CARRIER``, ``TRACEBRIDGE_CONSUMER_PARENT``).
+    """
+
+    spans: MessagingSpans | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _INSTRUMENTS
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import aiokafka
+
+        from tracebridge.sdk import configured
+
+        state = configured()
+        settings = state.settings if state is not None else Settings.from_env()
+        tracer = trace.get_tracer(
+            __name__, __version__, tracer_provider=kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
+        )
+        spans = MessagingSpans(
+            tracer,
+            carrier=KafkaCarrier(kwargs.get("carrier", settings.kafka_carrier)),
+            consumer_parent=ConsumerParent(kwargs.get("consumer_parent", settings.consumer_parent)),
+            deliveries=DeliveryTracker(),
+        )
+        AIOKafkaInstrumentor.spans = spans
+        wrap_function_wrapper(aiokafka.AIOKafkaProducer, "send", partial(_traced_send, spans))
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getone", partial(_traced_getone, spans))
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getmany", partial(_traced_getmany, spans))
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "commit", _ends_active_span)
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "stop", _ends_active_span)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import aiokafka
+
+        for class_name, method in _WRAPPED:
+            unwrap(getattr(aiokafka, class_name), method)
+        AIOKafkaInstrumentor.spans = None
+
+
+def _client_info(instance: Any, client: Any, group: str | None) -> ClientInfo:
+    """Computed once per producer/consumer and cached on it."""
+    info: ClientInfo | None = getattr(instance, _CLIENT_INFO, None)
+    if info is not None:
+        return info
+    address, port = _first_server(getattr(client, "_bootstrap_servers", None))
+    info = ClientInfo(
+        system="kafka",
+        client_id=getattr(client, "_client_id", None),
+        server_address=address,
+        server_port=port,
+        consumer_group=group,
+    )
+    try:
+        setattr(instance, _CLIENT_INFO, info)
+    except AttributeError:
+        pass
+    return info
+
+
+def _first_server(servers: object) -> tuple[str | None, int | None]:
+    first = servers if isinstance(servers, str) else next(iter(servers), None) if servers else None  # type: ignore[call-overload]
+    if not isinstance(first, str) or not first:
+        return None, None
+    first = first.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep:
+        return first, 9092
+    host = host.strip("[]")
+    return (host or None), (int(port) if port.isdigit() else None)
+
+
+async def _traced_send(
+    spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    topic, value, key, partition, timestamp_ms, headers = _bind_send(*args, **kwargs)
+    span, headers, value = spans.start_send(
+        _client_info(instance, instance.client, None),
+        topic,
+        partition=partition,
+        key=key,
+        value=value,
+        headers=headers,
+    )
+    try:
+        future: asyncio.Future[Any] = await wrapped(topic, value, key, partition, timestamp_ms, headers)
+    except BaseException as error:
+        MessagingSpans.end_send(span, error=error)
+        raise
+    future.add_done_callback(partial(_on_acknowledged, span))
+    return future
+
+
+def _bind_send(
+    topic: str,
+    value: Any = None,
+    key: Any = None,
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
+    headers: Any = None,
+) -> tuple[str, Any, Any, int | None, int | None, Any]:
+    return topic, value, key, partition, timestamp_ms, headers
+
+
+def _on_acknowledged(span: Span, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        MessagingSpans.end_send(span, error=asyncio.CancelledError("send cancelled before acknowledgement"))
+        return
+    error = future.exception()
+    if error is not None:
+        MessagingSpans.end_send(span, error=error)
+        return
+    metadata = future.result()
+    MessagingSpans.end_send(
+        span, partition=getattr(metadata, "partition", None), offset=getattr(metadata, "offset", None)
+    )
+
+
+def _consumer_info(instance: Any) -> ClientInfo:
+    info: ClientInfo | None = getattr(instance, _CLIENT_INFO, None)
+    if info is not None:
+        return info
+    return _client_info(instance, instance._client, getattr(instance, "_group_id", None))
+
+
+def _consumed(record: Any) -> ConsumedRecord:
+    return ConsumedRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        timestamp_ms=record.timestamp,
+        headers=record.headers,
+        value=record.value,
+        body_size=record.serialized_value_size,
+    )
+
+
+async def _traced_getone(
+    spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    scope.finish(instance)
+    record = await wrapped(*args, **kwargs)
+    client = _consumer_info(instance)
+    # Without a group every consumer reads on its own, so redeliveries are counted per consumer.
+    group_key = client.consumer_group if client.consumer_group is not None else id(instance)
+    span, context = spans.start_process(client, _consumed(record), group_key)
+    scope.activate(instance, span, context)
+    return record
+
+
+async def _traced_getmany(
+    spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    scope.finish(instance)
+    batches = await wrapped(*args, **kwargs)
+    if batches:
+        records = [_consumed(record) for batch in batches.values() for record in batch]
+        span, context = spans.start_receive(_consumer_info(instance), records)
+        scope.activate(instance, span, context)
+    return batches
+
+
+async def _ends_active_span(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    scope.finish(instance)
+    return await wrapped(*args, **kwargs)

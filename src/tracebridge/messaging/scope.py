@@ -1,0 +1,66 @@
+"""Keeping a consumer span current for the whole handler, with no code in the handler.
+
+``record = await consumer.getone()`` runs the fetch in the caller's task, so a context
+attached inside the fetch is still current when it returns: the handler's HTTP calls and
+sends become children of the process span.  The span ends when the consumer is next asked
+for a record, commits or stops — the first moment we know the handler is done.  An exception
+on its way out of the handler (``consumer.stop()`` in a ``finally``, ``async with`` exiting)
+marks the span as failed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from opentelemetry import context as context_api
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+
+from tracebridge.messaging.spans import mark_failed
+
+_ATTRIBUTE = "_tracebridge_active_span"
+
+
+class ActiveSpan:
+    """The span a consumer made current, and the context to restore when it ends."""
+
+    __slots__ = ("context", "previous", "span")
+
+    def __init__(self, span: Span, context: Context, previous: Context) -> None:
+        self.span = span
+        self.context = context
+        self.previous = previous
+
+
+def activate(owner: object, span: Span, context: Context) -> None:
+    """Make ``span`` current in the calling task until :func:`finish` is called for ``owner``."""
+    previous = context_api.get_current()
+    context_api.attach(context)
+    setattr(owner, _ATTRIBUTE, ActiveSpan(span, context, previous))
+
+
+def finish(owner: object, error: BaseException | None = None) -> None:
+    """End the span ``owner`` made current, if any, and restore the context from before it.
+
+    An exception being handled right now (this runs from a ``finally`` or ``except`` of the
+    loop that called the handler) counts as the handler's failure.
+    """
+    active: ActiveSpan | None = getattr(owner, _ATTRIBUTE, None)
+    if active is None:
+        return
+    setattr(owner, _ATTRIBUTE, None)
+    if error is None:
+        error = sys.exc_info()[1]
+    if error is not None and not isinstance(error, GeneratorExit | StopAsyncIteration):
+        mark_failed(active.span, error)
+    active.span.end()
+    # Only restore if our context is still the current one: another task may be calling us,
+    # or the handler may have attached its own context on top, and both are left alone.
+    if context_api.get_current() is active.context:
+        context_api.attach(active.previous)
+
+
+def active_span(owner: object) -> Span | None:
+    """The span ``owner`` currently keeps open, if any."""
+    active: ActiveSpan | None = getattr(owner, _ATTRIBUTE, None)
+    return active.span if active is not None else None

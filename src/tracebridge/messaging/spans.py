@@ -1,0 +1,238 @@
+"""The span model of DESIGN §3, built once for every broker adapter.
+
+An adapter only knows where its client library keeps topic, partition, offset, key, headers
+and timestamp; everything a span *is* — name, kind, parent, links, attributes, queue wait,
+delivery attempt, context source — is decided here.  These functions run per record, so they
+build attribute dicts only for recording spans and avoid anything slower than a dict lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+
+from tracebridge.config import ConsumerParent, KafkaCarrier
+from tracebridge.messaging.delivery import DeliveryTracker, attempt_from_headers
+from tracebridge.messaging.record_context import extract_record_context, inject_record_context
+
+FOLLOWS_FROM: dict[str, Any] = {"tracebridge.link.type": "follows_from"}
+_NO_PARENT = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What a span needs to know about the client that sent or received a record."""
+
+    system: str
+    client_id: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+    consumer_group: str | None = None
+
+    def base_attributes(self, operation: str, destination: str | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "messaging.system": self.system,
+            "messaging.operation.type": operation,
+            "messaging.operation.name": operation,
+        }
+        if destination is not None:
+            attributes["messaging.destination.name"] = destination
+        if self.client_id:
+            attributes["messaging.client.id"] = self.client_id
+        if self.server_address:
+            attributes["server.address"] = self.server_address
+        if self.server_port is not None:
+            attributes["server.port"] = self.server_port
+        if self.consumer_group and operation != "send":
+            attributes["messaging.consumer.group.name"] = self.consumer_group
+        return attributes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """A received record as the broker-neutral code needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: object
+    timestamp_ms: int | None
+    headers: Sequence[tuple[str, bytes | None]] | None
+    value: object
+    body_size: int | None
+
+
+def key_text(key: object) -> str | None:
+    """A record key as a span attribute value (semconv: the string form)."""
+    if key is None:
+        return None
+    if isinstance(key, bytes | bytearray):
+        return bytes(key).decode("utf-8", "replace")
+    return key if isinstance(key, str) else str(key)
+
+
+def body_size(value: object) -> int | None:
+    """Size of a body we can measure before serialization, else ``None``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    return None
+
+
+def mark_failed(span: Span, error: BaseException) -> None:
+    """ERROR status, ``error.type`` and the exception event, the same way everywhere."""
+    if not span.is_recording():
+        return
+    span.set_attribute("error.type", type(error).__qualname__)
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class MessagingSpans:
+    """Starts and finishes send, process and receive spans for one instrumented library."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        *,
+        carrier: KafkaCarrier = KafkaCarrier.HEADERS,
+        consumer_parent: ConsumerParent = ConsumerParent.PARENT,
+        deliveries: DeliveryTracker | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.carrier = carrier
+        self.link_only = consumer_parent is ConsumerParent.LINK
+        self.deliveries = deliveries or DeliveryTracker()
+
+    # -- send ---------------------------------------------------------------------------------
+    def start_send(
+        self,
+        client: ClientInfo,
+        topic: str,
+        *,
+        partition: int | None,
+        key: object,
+        value: object,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> tuple[Span, list[tuple[str, bytes | None]], object]:
+        """Start ``send {topic}`` (PRODUCER, child of the current span) and return it with the
+        headers and value that carry its context."""
+        span = self.tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER)
+        if span.is_recording():
+            attributes = client.base_attributes("send", topic)
+            if partition is not None:
+                attributes["messaging.destination.partition.id"] = str(partition)
+            text = key_text(key)
+            if text is not None:
+                attributes["messaging.kafka.message.key"] = text
+            size = body_size(value)
+            if size is not None:
+                attributes["messaging.message.body.size"] = size
+            span.set_attributes(attributes)
+        new_headers, new_value = inject_record_context(
+            self.carrier, trace.set_span_in_context(span), headers, value
+        )
+        return span, new_headers, new_value
+
+    @staticmethod
+    def end_send(
+        span: Span, *, partition: int | None = None, offset: int | None = None, error: BaseException | None = None
+    ) -> None:
+        """Finish a send span once the broker acknowledged (or refused) the record."""
+        if span.is_recording():
+            if partition is not None:
+                span.set_attribute("messaging.destination.partition.id", str(partition))
+            if offset is not None:
+                span.set_attribute("messaging.kafka.offset", offset)
+            if error is not None:
+                mark_failed(span, error)
+        span.end()
+
+    # -- process ------------------------------------------------------------------------------
+    def start_process(
+        self, client: ClientInfo, record: ConsumedRecord, group_key: Hashable
+    ) -> tuple[Span, Context]:
+        """Start ``process {topic}`` for one record; return it with the context to make current.
+
+        Parent: the record's context (or a new trace in link-only mode), plus a ``follows_from``
+        link to it.  The returned context carries the span *and* the record's baggage, so the
+        handler's own calls continue the trace and the business keys.
+        """
+        start_ns = time.time_ns()
+        extracted, source = extract_record_context(record.headers, record.value)
+        remote = trace.get_current_span(extracted).get_span_context()
+        links = [Link(remote, FOLLOWS_FROM)] if remote.is_valid else None
+        parent = trace.set_span_in_context(_NO_PARENT, extracted) if self.link_only else extracted
+        span = self.tracer.start_span(
+            f"process {record.topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            start_time=start_ns,
+        )
+        attempt = self.deliveries.attempt(
+            group_key, record.topic, record.partition, record.offset, attempt_from_headers(record.headers)
+        )
+        if span.is_recording():
+            attributes = client.base_attributes("process", record.topic)
+            attributes["messaging.destination.partition.id"] = str(record.partition)
+            attributes["messaging.kafka.offset"] = record.offset
+            text = key_text(record.key)
+            if text is not None:
+                attributes["messaging.kafka.message.key"] = text
+            if record.body_size is not None and record.body_size >= 0:
+                attributes["messaging.message.body.size"] = record.body_size
+            if record.timestamp_ms is not None and record.timestamp_ms >= 0:
+                wait_ms = start_ns / 1e6 - record.timestamp_ms
+                if wait_ms < 0:
+                    attributes["tracebridge.clock_skew"] = True
+                    wait_ms = 0.0
+                attributes["tracebridge.queue_wait_ms"] = round(wait_ms, 3)
+            attributes["tracebridge.delivery.attempt"] = attempt
+            attributes["tracebridge.context.source"] = source
+            span.set_attributes(attributes)
+        return span, trace.set_span_in_context(span, parent)
+
+    # -- receive (batch) ----------------------------------------------------------------------
+    def start_receive(self, client: ClientInfo, records: Iterable[ConsumedRecord]) -> tuple[Span, Context]:
+        """Start one ``receive`` span for a batch, linked to every record's context.
+
+        A batch has many parents, so it starts a new trace and links them all; the returned
+        context makes it current for the batch handler.
+        """
+        topics: set[str] = set()
+        links: list[Link] = []
+        count = 0
+        broken = 0
+        for record in records:
+            count += 1
+            topics.add(record.topic)
+            extracted, _source = extract_record_context(record.headers, record.value)
+            remote = trace.get_current_span(extracted).get_span_context()
+            if remote.is_valid:
+                links.append(Link(remote, FOLLOWS_FROM))
+            else:
+                broken += 1
+        topic = next(iter(topics)) if len(topics) == 1 else None
+        span = self.tracer.start_span(
+            f"receive {topic}" if topic else "receive",
+            context=Context(),
+            kind=SpanKind.CONSUMER,
+            links=links,
+        )
+        if span.is_recording():
+            attributes = client.base_attributes("receive", topic)
+            attributes["messaging.batch.message_count"] = count
+            if topic is None:
+                attributes["tracebridge.destinations"] = sorted(topics)
+            if broken:
+                attributes["tracebridge.context.missing_count"] = broken
+            span.set_attributes(attributes)
+        return span, trace.set_span_in_context(span, Context())

@@ -1,0 +1,237 @@
+"""SDK wiring: provider, exporter, propagators, sampler and processors from one Settings.
+
+``configure()`` is idempotent because both ``tracebridge run`` and the application itself may
+call it.  Propagation is installed even when nothing is exported (``OTEL_TRACES_EXPORTER=none``)
+so a service that doesn't export still passes the context on instead of breaking the chain.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.version import __version__ as sdk_version
+
+from tracebridge.config import Settings
+from tracebridge.exporting import ResilientExporter
+from tracebridge.propagation.w3c import StrictTraceContextPropagator
+
+logger = logging.getLogger("tracebridge")
+
+
+@dataclass
+class Configured:
+    """What ``configure()`` built, for shutdown, tests and diagnostics."""
+
+    settings: Settings
+    provider: TracerProvider
+    exporter: SpanExporter | None
+    processor: SpanProcessor | None
+
+
+_lock = threading.Lock()
+_state: Configured | None = None
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> TracerProvider:
+    """Install tracebridge's tracer provider and propagators globally; safe to call twice.
+
+    ``settings`` defaults to :meth:`Settings.from_env`; keyword ``overrides`` replace single
+    fields (``configure(service_name="order")``).  A second call returns the provider of the
+    first and changes nothing.
+    """
+    global _state
+    with _lock:
+        if _state is not None:
+            return _state.provider
+        settings = settings or Settings.from_env()
+        if overrides:
+            settings = replace(settings, **overrides)
+        for problem in settings.problems:
+            logger.warning("tracebridge configuration: %s", problem)
+        propagate.set_global_textmap(build_propagator(settings.propagators))
+        if settings.sdk_disabled:
+            provider = TracerProvider(sampler=ALWAYS_OFF, resource=build_resource(settings))
+            _state = Configured(settings, provider, None, None)
+            return provider
+        provider = TracerProvider(
+            sampler=build_sampler(settings),
+            resource=build_resource(settings),
+            shutdown_on_exit=False,
+        )
+        if settings.baggage_attributes:
+            provider.add_span_processor(BaggageAttributesProcessor(settings.baggage_attributes))
+        exporter = build_exporter(settings)
+        processor: SpanProcessor | None = None
+        if exporter is not None:
+            processor = BatchSpanProcessor(
+                exporter,
+                max_queue_size=settings.bsp_max_queue_size,
+                schedule_delay_millis=settings.bsp_schedule_delay_ms,
+                max_export_batch_size=settings.bsp_max_export_batch_size,
+                export_timeout_millis=settings.bsp_export_timeout_ms,
+            )
+            provider.add_span_processor(processor)
+        trace.set_tracer_provider(provider)
+        _state = Configured(settings, provider, exporter, processor)
+        atexit.register(shutdown)
+        return provider
+
+
+def configured() -> Configured | None:
+    """What the active ``configure()`` call built, or ``None`` before it."""
+    return _state
+
+
+def shutdown() -> None:
+    """Flush and stop exporting, in at most ``Settings.shutdown_timeout_s`` even if the
+    collector is dead."""
+    state = _state
+    if state is None:
+        return
+    timeout_ms = int(state.settings.shutdown_timeout_s * 1000)
+    try:
+        state.provider.force_flush(timeout_millis=timeout_ms)
+    finally:
+        # Shutting the exporter down first aborts a retry loop it may be sleeping in, so the
+        # provider's own shutdown below finishes at once instead of after the exporter timeout.
+        if state.exporter is not None:
+            state.exporter.shutdown()
+        state.provider.shutdown()
+
+
+def build_propagator(names: tuple[str, ...]) -> TextMapPropagator:
+    """The composite propagator ``OTEL_PROPAGATORS`` asks for, with our strict W3C one."""
+    propagators: list[TextMapPropagator] = []
+    for name in names:
+        if name == "tracecontext":
+            propagators.append(StrictTraceContextPropagator())
+        elif name == "baggage":
+            propagators.append(W3CBaggagePropagator())
+        elif name == "b3":
+            from opentelemetry.propagators.b3 import B3SingleFormat
+
+            propagators.append(B3SingleFormat())
+        elif name == "b3multi":
+            from opentelemetry.propagators.b3 import B3MultiFormat
+
+            propagators.append(B3MultiFormat())
+        elif name == "jaeger":
+            from opentelemetry.propagators.jaeger import JaegerPropagator
+
+            propagators.append(JaegerPropagator())
+    return CompositePropagator(propagators)
+
+
+def build_sampler(settings: Settings) -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER``/``_ARG`` names."""
+    name = settings.sampler
+    root: Sampler
+    if name.endswith("always_off"):
+        root = ALWAYS_OFF
+    elif name.endswith("traceidratio"):
+        root = TraceIdRatioBased(settings.sampler_arg)
+    else:
+        root = ALWAYS_ON
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def build_resource(settings: Settings) -> Resource:
+    """Resource from settings only (``Resource.create`` would read the environment again)."""
+    attributes: dict[str, str | int] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+        "telemetry.distro.name": "tracebridge",
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    attributes.update(settings.resource_attributes)
+    attributes["service.name"] = settings.service_name
+    return Resource(attributes)
+
+
+def build_exporter(settings: Settings) -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names; ``none`` exports nothing."""
+    if settings.traces_exporter == "none":
+        return None
+    if settings.traces_exporter == "console":
+        return ConsoleSpanExporter(service_name=settings.service_name)
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    inner = OTLPSpanExporter(
+        endpoint=settings.otlp_traces_endpoint,
+        headers=dict(settings.otlp_headers),
+        timeout=settings.otlp_timeout_s,
+        compression=Compression.Gzip if settings.otlp_compression == "gzip" else Compression.NoCompression,
+    )
+    return ResilientExporter(
+        inner,
+        endpoint=settings.otlp_traces_endpoint,
+        retry_after_s=settings.exporter_retry_after_s,
+        inner_logger="opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    )
+
+
+class BaggageAttributesProcessor(SpanProcessor):
+    """Copies allowlisted baggage entries (``order.id``) onto every span started under them,
+    so any span of an order can be found by that key."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        entries = baggage.get_all(parent_context)
+        if not entries:
+            return
+        for name in self.names:
+            value = entries.get(name)
+            if value is not None:
+                span.set_attribute(name, str(value))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+__all__ = [
+    "BaggageAttributesProcessor",
+    "Configured",
+    "build_exporter",
+    "build_propagator",
+    "build_resource",
+    "build_sampler",
+    "configure",
+    "configured",
+    "shutdown",
+]

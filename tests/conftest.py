@@ -1,0 +1,99 @@
+"""Shared fixtures: one real embedded broker per session, one recording tracer provider.
+
+The OpenTelemetry tracer provider can be set only once per process, so the session installs
+one that records finished spans in memory (the SDK's own exporter); Kafka and HTTP stay real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from tracebridge.broker import EmbeddedBroker
+from tracebridge.sdk import BaggageAttributesProcessor, build_propagator
+
+# Short group timings: Tansu answers a JoinGroup after ~half the session timeout (DESIGN §4).
+CONSUMER_TIMINGS = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
+_names = itertools.count()
+
+SPANS = InMemorySpanExporter()
+# Sampled unless a test's parent says otherwise; a 0-ratio root sampler lets tests create
+# unsampled roots through the real sampler by starting them under an unsampled parent.
+PROVIDER = TracerProvider(
+    resource=Resource({"service.name": "tests"}), sampler=ParentBased(TraceIdRatioBased(1.0))
+)
+PROVIDER.add_span_processor(BaggageAttributesProcessor(("order.id",)))
+PROVIDER.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(PROVIDER)
+propagate.set_global_textmap(build_propagator(("tracecontext", "baggage")))
+
+
+def unique(prefix: str) -> str:
+    """A fresh topic or group name, so tests never see each other's records."""
+    return f"{prefix}-{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker: EmbeddedBroker) -> str:
+    return broker.bootstrap_servers
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    SPANS.clear()
+    yield SPANS
+    SPANS.clear()
+
+
+@pytest.fixture
+def kafka_instrumented(spans: InMemorySpanExporter) -> Iterator[None]:
+    from tracebridge.messaging.kafka.aiokafka import AIOKafkaInstrumentor
+
+    AIOKafkaInstrumentor().instrument()
+    yield
+    AIOKafkaInstrumentor().uninstrument()
+
+
+def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def one(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    found = by_name(exporter, name)
+    assert len(found) == 1, f"expected one {name!r}, got {[s.name for s in exporter.get_finished_spans()]}"
+    return found[0]
+
+
+async def wait_for_spans(exporter: InMemorySpanExporter, name: str, count: int = 1, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(by_name(exporter, name)) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"waited for {count} {name!r}; have {[s.name for s in exporter.get_finished_spans()]}"
+            )
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def producer(bootstrap: str, kafka_instrumented: None) -> AsyncIterator[object]:
+    from aiokafka import AIOKafkaProducer
+
+    running = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await running.start()
+    yield running
+    await running.stop()
