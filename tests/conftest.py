@@ -79,7 +79,9 @@ def one(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
     return found[0]
 
 
-async def wait_for_spans(exporter: InMemorySpanExporter, name: str, count: int = 1, timeout: float = 10) -> None:
+async def wait_for_spans(
+    exporter: InMemorySpanExporter, name: str, count: int = 1, timeout: float = 10
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while len(by_name(exporter, name)) < count:
         if asyncio.get_running_loop().time() > deadline:

@@ -106,14 +106,18 @@ async def test_both_mode_writes_headers_and_envelope(bootstrap, spans):
 async def test_mixed_fleet_headers_and_envelope_producers_one_consumer(bootstrap, spans, broker):
     topic = unique("orders")
     broker.create_topics([topic], partitions=1)
-    with instrumented(carrier=KafkaCarrier.HEADERS):
-        with tracer.start_as_current_span("headers producer") as first:
-            await produce(bootstrap, topic, b'{"n": 1}')
+    with (
+        instrumented(carrier=KafkaCarrier.HEADERS),
+        tracer.start_as_current_span("headers producer") as first,
+    ):
+        await produce(bootstrap, topic, b'{"n": 1}')
     with instrumented(carrier=KafkaCarrier.ENVELOPE):
         with tracer.start_as_current_span("envelope producer") as second:
             await produce(bootstrap, topic, b'{"n": 2}')
         await consume(bootstrap, topic, count=2)
-    processes = sorted(by_name(spans, f"process {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"])
+    processes = sorted(
+        by_name(spans, f"process {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"]
+    )
     assert [p.attributes["tracebridge.context.source"] for p in processes] == ["headers", "envelope"]
     assert [p.context.trace_id for p in processes] == [
         first.get_span_context().trace_id,
@@ -167,7 +171,9 @@ async def test_seek_back_counts_as_redelivery(bootstrap, spans, broker):
             await consumer.getone()
         finally:
             await consumer.stop()
-    attempts = sorted(p.attributes["tracebridge.delivery.attempt"] for p in by_name(spans, f"process {topic}"))
+    attempts = sorted(
+        p.attributes["tracebridge.delivery.attempt"] for p in by_name(spans, f"process {topic}")
+    )
     assert attempts == [1, 2, 3]
 
 
@@ -228,7 +234,13 @@ async def test_baggage_business_key_on_every_span_across_two_hops(bootstrap, spa
         finally:
             await consumer.stop()
         await consume(bootstrap, shipments)
-    names = ["createOrder", f"send {orders}", f"process {orders}", f"send {shipments}", f"process {shipments}"]
+    names = [
+        "createOrder",
+        f"send {orders}",
+        f"process {orders}",
+        f"send {shipments}",
+        f"process {shipments}",
+    ]
     assert [one(spans, n).attributes.get("order.id") for n in names] == ["o-42"] * 5
     assert len({one(spans, n).context.trace_id for n in names}) == 1
 

@@ -1,8 +1,8 @@
 """tracebridge: one unbroken trace through HTTP, GraphQL and Kafka hops.
 
-    import tracebridge
-    tracebridge.configure(service_name="order")
-    tracebridge.instrument()
+import tracebridge
+tracebridge.configure(service_name="order")
+tracebridge.instrument()
 """
 
 from tracebridge.config import ConsumerParent, KafkaCarrier, Settings

@@ -44,9 +44,7 @@ def run(
 @app.command()
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
-    topics: Annotated[
-        list[str] | None, typer.Option("--topic", help="Topic to create (repeatable).")
-    ] = None,
+    topics: Annotated[list[str] | None, typer.Option("--topic", help="Topic to create (repeatable).")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions per created topic.")] = 1,
 ) -> None:
     """Run the embedded Kafka-protocol broker (in memory) until Ctrl-C."""

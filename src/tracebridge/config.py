@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from urllib.parse import unquote
 
 
-class KafkaCarrier(str, Enum):
+class KafkaCarrier(StrEnum):
     """Where producers write the trace context of a record."""
 
     HEADERS = "headers"
@@ -24,7 +24,7 @@ class KafkaCarrier(str, Enum):
     BOTH = "both"
 
 
-class ConsumerParent(str, Enum):
+class ConsumerParent(StrEnum):
     """How a process span relates to the context extracted from its record."""
 
     PARENT = "parent"  # child of the producer's span, plus a follows_from link
@@ -75,7 +75,9 @@ class Settings:
         """Read ``OTEL_*`` and ``TRACEBRIDGE_*`` variables; bad values fall back to defaults."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        resource = _parse_key_values(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), reader, "OTEL_RESOURCE_ATTRIBUTES")
+        resource = _parse_key_values(
+            env.get("OTEL_RESOURCE_ATTRIBUTES", ""), reader, "OTEL_RESOURCE_ATTRIBUTES"
+        )
         service_name = (
             env.get("OTEL_SERVICE_NAME", "").strip() or resource.get("service.name") or "unknown_service"
         )
@@ -85,8 +87,8 @@ class Settings:
         )
         if not traces_endpoint.startswith(("http://", "https://")):
             reader.problem(
-                f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/OTEL_EXPORTER_OTLP_ENDPOINT={traces_endpoint!r} is not an "
-                f"http(s) URL; using {DEFAULT_OTLP_ENDPOINT}/v1/traces"
+                f"OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT={traces_endpoint!r} is not an http(s) URL; "
+                f"using {DEFAULT_OTLP_ENDPOINT}/v1/traces"
             )
             traces_endpoint = DEFAULT_OTLP_ENDPOINT + "/v1/traces"
         protocol = (
@@ -130,7 +132,9 @@ class Settings:
                 reader.choice("TRACEBRIDGE_CONSUMER_PARENT", tuple(c.value for c in ConsumerParent), "parent")
             ),
             baggage_attributes=tuple(
-                name.strip() for name in env.get("TRACEBRIDGE_BAGGAGE_ATTRIBUTES", "").split(",") if name.strip()
+                name.strip()
+                for name in env.get("TRACEBRIDGE_BAGGAGE_ATTRIBUTES", "").split(",")
+                if name.strip()
             ),
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),

@@ -21,17 +21,19 @@ logger = logging.getLogger("tracebridge.export")
 
 
 class _CaptureReason(logging.Filter):
-    """Keeps the inner exporter's last complaint as our reason, and keeps it out of the logs."""
+    """Keeps the inner exporter's first complaint as our reason, and keeps its per-attempt
+    complaints out of the logs (our one warning replaces them)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_message = ""
+        self.first_message = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            self.last_message = record.getMessage()
-        except Exception:  # a broken log record must not break exporting
-            self.last_message = str(record.msg)
+        if not self.first_message:
+            try:
+                self.first_message = record.getMessage()[:300]
+            except Exception:  # a broken log record must not break exporting
+                self.first_message = str(record.msg)[:300]
         return False
 
 
@@ -69,7 +71,7 @@ class ResilientExporter(SpanExporter):
         try:
             result = self.inner.export(spans)
         except Exception as error:  # an exporter bug must not kill the export thread
-            self._reason.last_message = repr(error)
+            self._reason.first_message = self._reason.first_message or repr(error)[:300]
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             with self._lock:
@@ -81,6 +83,7 @@ class ResilientExporter(SpanExporter):
                         self.dropped_spans,
                     )
                     self._warned = False
+                    self._reason.first_message = ""
             return result
         self._retry_at = time.monotonic() + self.retry_after_s
         with self._lock:
@@ -91,14 +94,14 @@ class ResilientExporter(SpanExporter):
     def _drop(self, count: int) -> None:
         with self._lock:
             self.dropped_spans += count
-            if self._warned or self._closed:
+            if self._warned:
                 return
             self._warned = True
         logger.warning(
             "tracebridge: cannot export spans to %s (%s); the application is unaffected, spans are "
             "dropped and counted until the endpoint answers again (retried every %.0f s)",
             self.endpoint,
-            self._reason.last_message or "export failed",
+            self._reason.first_message or "export failed",
             self.retry_after_s,
         )
 
@@ -107,11 +110,8 @@ class ResilientExporter(SpanExporter):
         if self._closed:
             return
         self._closed = True
-        try:
-            self.inner.shutdown()
-        finally:
-            if self._inner_logger is not None:
-                self._inner_logger.removeFilter(self._reason)
+        # The filter stays: the export thread may still log its last retry after this.
+        self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

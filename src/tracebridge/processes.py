@@ -30,7 +30,7 @@ def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(env),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads hold locks we need here
+            preexec_fn=_die_with_parent,
         )
 
 

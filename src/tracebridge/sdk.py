@@ -51,6 +51,7 @@ class Configured:
     provider: TracerProvider
     exporter: SpanExporter | None
     processor: SpanProcessor | None
+    stopped: bool = False
 
 
 _lock = threading.Lock()
@@ -88,7 +89,7 @@ def configure(settings: Settings | None = None, **overrides: Any) -> TracerProvi
         exporter = build_exporter(settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
-            processor = BatchSpanProcessor(
+            processor = CountingBatchSpanProcessor(
                 exporter,
                 max_queue_size=settings.bsp_max_queue_size,
                 schedule_delay_millis=settings.bsp_schedule_delay_ms,
@@ -108,20 +109,32 @@ def configured() -> Configured | None:
 
 
 def shutdown() -> None:
-    """Flush and stop exporting, in at most ``Settings.shutdown_timeout_s`` even if the
-    collector is dead."""
+    """Flush and stop exporting within ``Settings.shutdown_timeout_s``, even if the collector
+    is dead; safe to call twice."""
+    state = _state
+    if state is None or state.stopped:
+        return
+    state.stopped = True
+    # The SDK's force_flush ignores its timeout and waits on the export lock while the worker
+    # sits in the exporter's retry loop (up to OTEL_EXPORTER_OTLP_TIMEOUT), so flush on a
+    # helper thread and wait for it only as long as we promised.
+    flusher = threading.Thread(target=state.provider.force_flush, name="tracebridge-flush", daemon=True)
+    flusher.start()
+    flusher.join(state.settings.shutdown_timeout_s)
+    # Shutting the exporter down aborts any retry in progress, so the provider's shutdown
+    # below finishes at once; whatever is still queued is dropped and counted.
+    if state.exporter is not None:
+        state.exporter.shutdown()
+    state.provider.shutdown()
+
+
+def dropped_spans() -> int:
+    """Spans lost so far: refused by a failing exporter, or by a full export queue."""
     state = _state
     if state is None:
-        return
-    timeout_ms = int(state.settings.shutdown_timeout_s * 1000)
-    try:
-        state.provider.force_flush(timeout_millis=timeout_ms)
-    finally:
-        # Shutting the exporter down first aborts a retry loop it may be sleeping in, so the
-        # provider's own shutdown below finishes at once instead of after the exporter timeout.
-        if state.exporter is not None:
-            state.exporter.shutdown()
-        state.provider.shutdown()
+        return 0
+    dropped = getattr(state.exporter, "dropped_spans", 0)
+    return int(dropped) + int(getattr(state.processor, "queue_dropped", 0))
 
 
 def build_propagator(names: tuple[str, ...]) -> TextMapPropagator:
@@ -198,6 +211,28 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     )
 
 
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, also counting spans its full queue turns away.
+
+    The SDK drops them with one log line and an opt-in metric; we want the number in
+    :func:`dropped_spans` next to what the exporter dropped.
+    """
+
+    queue_dropped = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = getattr(self._batch_processor, "_queue", None)
+        limit = getattr(self._batch_processor, "_max_queue_size", None)
+        if (
+            queue is not None
+            and limit is not None
+            and len(queue) >= limit
+            and span.context.trace_flags.sampled
+        ):
+            self.queue_dropped += 1
+        super().on_end(span)
+
+
 class BaggageAttributesProcessor(SpanProcessor):
     """Copies allowlisted baggage entries (``order.id``) onto every span started under them,
     so any span of an order can be found by that key."""
@@ -233,5 +268,6 @@ __all__ = [
     "build_sampler",
     "configure",
     "configured",
+    "dropped_spans",
     "shutdown",
 ]

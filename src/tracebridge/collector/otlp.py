@@ -61,7 +61,8 @@ def decode_protobuf(body: bytes) -> list[SpanRecord]:
                         status_message=span.status.message,
                         attributes=attributes(span.attributes),
                         events=tuple(
-                            EventRecord(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events
+                            EventRecord(e.name, e.time_unix_nano, attributes(e.attributes))
+                            for e in span.events
                         ),
                         links=tuple(
                             LinkRecord(link.trace_id.hex(), link.span_id.hex(), attributes(link.attributes))

@@ -47,7 +47,11 @@ def traced(
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 with _tracer.start_as_current_span(
-                    span_name, kind=kind, attributes=static, record_exception=False, set_status_on_exception=False
+                    span_name,
+                    kind=kind,
+                    attributes=static,
+                    record_exception=False,
+                    set_status_on_exception=False,
                 ) as span:
                     try:
                         return await func(*args, **kwargs)

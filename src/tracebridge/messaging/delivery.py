@@ -27,7 +27,9 @@ class DeliveryTracker:
         self._highest: dict[tuple[Hashable, str, int], int] = {}
         self._attempts: dict[tuple[Hashable, str, int, int], int] = {}
 
-    def attempt(self, group: Hashable, topic: str, partition: int, offset: int, first_attempt: int = 1) -> int:
+    def attempt(
+        self, group: Hashable, topic: str, partition: int, offset: int, first_attempt: int = 1
+    ) -> int:
         """Record one delivery and return its attempt number (``first_attempt`` for a new record)."""
         key = (group, topic, partition)
         highest = self._highest.get(key)

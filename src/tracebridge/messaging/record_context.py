@@ -77,7 +77,7 @@ def inject_record_context(
             value = enveloped
             if carrier_mode is KafkaCarrier.ENVELOPE:
                 return _strip_fields(new_headers, propagator.fields), value
-    propagator.inject(new_headers, context, setter=KAFKA_HEADERS_SETTER)  # type: ignore[arg-type]
+    propagator.inject(new_headers, context, setter=KAFKA_HEADERS_SETTER)  # type: ignore[misc]
     return new_headers, value
 
 
@@ -86,4 +86,3 @@ def _strip_fields(headers: list[tuple[str, Any]], fields: set[str]) -> list[tupl
     if not headers:
         return headers
     return [item for item in headers if not (isinstance(item[0], str) and item[0].lower() in fields)]
-

@@ -143,7 +143,11 @@ class MessagingSpans:
 
     @staticmethod
     def end_send(
-        span: Span, *, partition: int | None = None, offset: int | None = None, error: BaseException | None = None
+        span: Span,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        error: BaseException | None = None,
     ) -> None:
         """Finish a send span once the broker acknowledged (or refused) the record."""
         if span.is_recording():

@@ -8,6 +8,7 @@ calls that mean "the handler is done": ``commit`` and ``stop``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection
 from functools import partial
 from typing import Any
@@ -92,10 +93,8 @@ def _client_info(instance: Any, client: Any, group: str | None) -> ClientInfo:
         server_port=port,
         consumer_group=group,
     )
-    try:
+    with contextlib.suppress(AttributeError):  # a client class with __slots__: just don't cache
         setattr(instance, _CLIENT_INFO, info)
-    except AttributeError:
-        pass
     return info
 
 
@@ -202,6 +201,8 @@ async def _traced_getmany(
     return batches
 
 
-async def _ends_active_span(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _ends_active_span(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     scope.finish(instance)
     return await wrapped(*args, **kwargs)

@@ -1,0 +1,237 @@
+"""configure(), exporters and the zero-code launchers, each in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from tests.conftest import unique
+from tracebridge.broker import free_port
+from tracebridge.collector.receiver import OtlpReceiver
+from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
+
+APPS = Path(__file__).parent / "apps"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    env.update(extra)
+    return env
+
+
+def tracebridge_run(app: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tracebridge", "run", "--", sys.executable, str(APPS / app)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_settings_read_otel_then_tracebridge_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "OTEL_SERVICE_NAME": "order",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.name=ignored",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+            "OTEL_PROPAGATORS": "tracecontext,baggage,b3",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            "TRACEBRIDGE_KAFKA_CARRIER": "both",
+            "TRACEBRIDGE_CONSUMER_PARENT": "link",
+            "TRACEBRIDGE_BAGGAGE_ATTRIBUTES": "order.id, customer.tier",
+        }
+    )
+    assert settings.service_name == "order"
+    assert settings.resource_attributes["deployment.environment"] == "prod"
+    assert settings.otlp_traces_endpoint == "http://collector:4318/v1/traces"
+    assert settings.propagators == ("tracecontext", "baggage", "b3")
+    assert (settings.sampler, settings.sampler_arg) == ("parentbased_traceidratio", 0.25)
+    assert settings.kafka_carrier is KafkaCarrier.BOTH
+    assert settings.consumer_parent is ConsumerParent.LINK
+    assert settings.baggage_attributes == ("order.id", "customer.tier")
+    assert settings.problems == ()
+
+
+def test_bad_settings_fall_back_to_defaults_and_say_why() -> None:
+    settings = Settings.from_env(
+        {
+            "OTEL_TRACES_SAMPLER": "sometimes",
+            "OTEL_TRACES_SAMPLER_ARG": "2",
+            "OTEL_PROPAGATORS": "tracecontext,xray",
+            "TRACEBRIDGE_KAFKA_CARRIER": "pigeon",
+            "OTEL_BSP_SCHEDULE_DELAY": "soon",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318",
+        }
+    )
+    assert settings.sampler == "parentbased_always_on"
+    assert settings.propagators == ("tracecontext",)
+    assert settings.kafka_carrier is KafkaCarrier.HEADERS
+    assert settings.bsp_schedule_delay_ms == 5000
+    assert settings.otlp_traces_endpoint == "http://localhost:4318/v1/traces"
+    problems = " | ".join(settings.problems)
+    for name in (
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_PROPAGATORS",
+        "TRACEBRIDGE_KAFKA_CARRIER",
+        "OTEL_BSP_SCHEDULE_DELAY",
+    ):
+        assert name in problems
+    assert "xray" in problems and "pigeon" in problems
+
+
+def test_configure_twice_is_harmless() -> None:
+    code = (
+        "import tracebridge\n"
+        "first = tracebridge.configure(service_name='a')\n"
+        "second = tracebridge.configure(service_name='b')\n"
+        "from opentelemetry import trace\n"
+        "assert first is second is trace.get_tracer_provider()\n"
+        "print(first.resource.attributes['service.name'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=clean_env(OTEL_TRACES_EXPORTER="none"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "a"
+    assert "Overriding of current TracerProvider" not in result.stderr
+
+
+async def test_service_that_exports_nothing_still_passes_the_context_on(bootstrap, broker) -> None:
+    in_topic, out_topic = unique("in"), unique("out")
+    broker.create_topics([in_topic, out_topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    await producer.send_and_wait(in_topic, b"x", headers=[("traceparent", TRACEPARENT.encode())])
+    await producer.stop()
+    env = clean_env(
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_SERVICE_NAME="relay",
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        IN_TOPIC=in_topic,
+        OUT_TOPIC=out_topic,
+    )
+    result = tracebridge_run("relay.py", env)
+    assert result.returncode == 0, result.stderr
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(out_topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        forwarded = await consumer.getone()
+    finally:
+        await consumer.stop()
+    traceparent = dict(forwarded.headers)["traceparent"].decode()
+    _version, trace_id, span_id, flags = traceparent.split("-")
+    assert trace_id == TRACEPARENT.split("-")[1]  # same trace
+    assert span_id != TRACEPARENT.split("-")[2]  # a new span of the relay, not a copy
+    assert flags == "01"
+
+
+def test_dead_collector_costs_counted_spans_not_messages_or_time(bootstrap, broker) -> None:
+    topic = unique("dead-collector")
+    broker.create_topics([topic], partitions=1)
+    env = clean_env(
+        OTEL_SERVICE_NAME="busy",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # nobody listens
+        OTEL_EXPORTER_OTLP_TIMEOUT="30000",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC=topic,
+        COUNT="300",
+        PROBE="1",
+    )
+    result = tracebridge_run("produce_consume.py", env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert lines["consumed"] == "300"  # no business message lost
+    dropped, exported = (int(part) for part in lines["dropped"].split(" exported "))
+    assert dropped == 600 and exported == 0  # one send + one process span per record, all counted
+    assert float(lines["shutdown"]) < 10  # not the 30 s exporter timeout
+    assert result.stderr.count("cannot export spans") == 1  # one warning, not one per batch
+    assert "Traceback" not in result.stderr
+
+
+def test_exporting_to_a_live_collector_delivers_every_span(bootstrap, broker) -> None:
+    topic = unique("live-collector")
+    broker.create_topics([topic], partitions=1)
+    with OtlpReceiver() as receiver:
+        env = clean_env(
+            OTEL_SERVICE_NAME="busy",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            TOPIC=topic,
+            COUNT="50",
+            PROBE="1",
+        )
+        result = tracebridge_run("produce_consume.py", env)
+        assert result.returncode == 0, result.stderr
+        spans = receiver.sink.spans()
+    assert "dropped 0 exported 100" in result.stdout
+    assert sorted({s.name for s in spans}) == [f"process {topic}", f"send {topic}"]
+    assert len(spans) == 100 and {s.service for s in spans} == {"busy"}
+
+
+def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker) -> None:
+    topic = unique("stock")
+    broker.create_topics([topic], partitions=1)
+    with OtlpReceiver() as receiver:
+        env = clean_env(
+            OTEL_SERVICE_NAME="stock",
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_METRICS_EXPORTER="none",
+            OTEL_LOGS_EXPORTER="none",
+            # the contrib aiokafka instrumentation is installed too (for the benchmark): use ours
+            OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiokafka",
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            TOPIC=topic,
+            COUNT="5",
+        )
+        instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+        result = subprocess.run(
+            [str(instrument), sys.executable, str(APPS / "produce_consume.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        spans = receiver.sink.wait_for(lambda s: len(s) >= 10, timeout=15)
+    processes = [s for s in spans if s.name == f"process {topic}"]
+    assert len(processes) == 5
+    assert all(s.attributes["tracebridge.context.source"] == "headers" for s in processes)
+    assert {s.scope for s in spans} == {"tracebridge.messaging.kafka.aiokafka"}
+
+
+def test_run_without_a_command_says_what_to_do() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tracebridge", "run", "--"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "give a command after '--'" in result.stderr
+
+
+def test_run_with_unknown_command_names_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tracebridge", "run", "--", "no-such-program-xyz"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no-such-program-xyz" in result.stderr
