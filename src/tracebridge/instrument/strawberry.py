@@ -1,19 +1,49 @@
 """strawberry GraphQL: add strawberry's own OpenTelemetry extension to every Schema.
 
 strawberry traces only schemas built with its extension in ``extensions=[...]`` — tracing code
-in business logic.  We add it when a ``Schema`` is created.  Its default records every
-resolver argument as ``graphql.param.*``, which puts card numbers and e-mail addresses into
-traces, so argument values are dropped unless named in ``allowed_arguments``.
+in business logic.  We add it when a ``Schema`` is created.  Left as it is, the extension
+writes card numbers and e-mail addresses into traces twice: every resolver argument as
+``graphql.param.*``, and the whole document, literals included, as ``query``.  So argument
+values are dropped unless named in ``allowed_arguments``, and the document is recorded with
+its string and number literals replaced by ``?`` (variables are never recorded).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Generator
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
+
+_LITERALS = re.compile(r'"""[\s\S]*?"""|"(?:\\.|[^"\\])*"|(?<![\w$])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def redact_document(document: str) -> str:
+    """A GraphQL document with every string and number literal replaced by ``?``."""
+    return _LITERALS.sub("?", document)
+
+
+def _redacting_extension() -> type:
+    """strawberry's extension, with the recorded document redacted (built lazily: strawberry is
+    an optional dependency)."""
+    from strawberry.extensions.tracing.opentelemetry import LifecycleStep, OpenTelemetryExtension
+
+    class RedactingOpenTelemetryExtension(OpenTelemetryExtension):  # type: ignore[misc]
+        def on_operation(self) -> Generator[None, None, None]:
+            upstream = super().on_operation()
+            next(upstream)  # the operation span now exists, with the raw document on it
+            span = self._span_holder.get(LifecycleStep.OPERATION)
+            if span is not None and self.execution_context.query:
+                span.set_attribute("query", redact_document(self.execution_context.query))
+            try:
+                yield
+            finally:
+                next(upstream, None)
+
+    return RedactingOpenTelemetryExtension
 
 
 class StrawberryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -30,6 +60,7 @@ class StrawberryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import strawberry
         from strawberry.extensions.tracing.opentelemetry import OpenTelemetryExtension
 
+        extension_class = _redacting_extension()
         allowed = frozenset(kwargs.get("allowed_arguments", ()))
         tracer_provider = kwargs.get("tracer_provider")
 
@@ -37,7 +68,7 @@ class StrawberryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return {name: value for name, value in arguments.items() if name in allowed}
 
         def extension() -> Any:
-            return OpenTelemetryExtension(arg_filter=keep_allowed, tracer_provider=tracer_provider)
+            return extension_class(arg_filter=keep_allowed, tracer_provider=tracer_provider)
 
         extension._tracebridge = True  # type: ignore[attr-defined]
 
