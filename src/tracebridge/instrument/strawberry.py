@@ -29,9 +29,10 @@ def redact_document(document: str) -> str:
 def _redacting_extension() -> type:
     """strawberry's extension, with the recorded document redacted (built lazily: strawberry is
     an optional dependency)."""
-    from strawberry.extensions.tracing.opentelemetry import LifecycleStep, OpenTelemetryExtension
+    from strawberry.extensions.base_extension import LifecycleStep
+    from strawberry.extensions.tracing.opentelemetry import OpenTelemetryExtension
 
-    class RedactingOpenTelemetryExtension(OpenTelemetryExtension):  # type: ignore[misc]
+    class RedactingOpenTelemetryExtension(OpenTelemetryExtension):
         def on_operation(self) -> Generator[None, None, None]:
             upstream = super().on_operation()
             next(upstream)  # the operation span now exists, with the raw document on it
