@@ -18,7 +18,6 @@ from typing import Any
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -38,6 +37,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 
 from tracebridge.config import Settings
 from tracebridge.exporting import ResilientExporter
+from tracebridge.propagation.composite import TracebridgePropagator
 from tracebridge.propagation.w3c import StrictTraceContextPropagator
 
 logger = logging.getLogger("tracebridge")
@@ -58,12 +58,15 @@ _lock = threading.Lock()
 _state: Configured | None = None
 
 
-def configure(settings: Settings | None = None, **overrides: Any) -> TracerProvider:
+def configure(
+    settings: Settings | None = None, *, exporter: SpanExporter | None = None, **overrides: Any
+) -> TracerProvider:
     """Install tracebridge's tracer provider and propagators globally; safe to call twice.
 
     ``settings`` defaults to :meth:`Settings.from_env`; keyword ``overrides`` replace single
-    fields (``configure(service_name="order")``).  A second call returns the provider of the
-    first and changes nothing.
+    fields (``configure(service_name="order")``).  ``exporter`` replaces the one
+    ``OTEL_TRACES_EXPORTER`` names (it still goes behind the batch processor).  A second call
+    returns the provider of the first and changes nothing.
     """
     global _state
     with _lock:
@@ -86,7 +89,7 @@ def configure(settings: Settings | None = None, **overrides: Any) -> TracerProvi
         )
         if settings.baggage_attributes:
             provider.add_span_processor(BaggageAttributesProcessor(settings.baggage_attributes))
-        exporter = build_exporter(settings)
+        exporter = exporter or build_exporter(settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
             processor = CountingBatchSpanProcessor(
@@ -157,7 +160,7 @@ def build_propagator(names: tuple[str, ...]) -> TextMapPropagator:
             from opentelemetry.propagators.jaeger import JaegerPropagator
 
             propagators.append(JaegerPropagator())
-    return CompositePropagator(propagators)
+    return TracebridgePropagator(propagators)
 
 
 def build_sampler(settings: Settings) -> Sampler:

@@ -2,7 +2,9 @@
 
 Producers write where ``TRACEBRIDGE_KAFKA_CARRIER`` says; consumers always try headers first,
 then the envelope, and report which one worked as ``tracebridge.context.source`` so a broken
-chain (``none``) is visible instead of silently becoming a new trace.
+chain (``none``) is visible instead of silently becoming a new trace.  With the default W3C
+propagators the headers are handled in one direct pass (this runs for every record); any other
+propagator goes through the standard TextMap API.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext
 
 from tracebridge.config import KafkaCarrier
 from tracebridge.propagation.carriers import (
@@ -21,15 +24,70 @@ from tracebridge.propagation.carriers import (
     read_envelope,
     write_envelope,
 )
+from tracebridge.propagation.composite import TracebridgePropagator
+from tracebridge.propagation.w3c import TRACEPARENT, TRACESTATE, parse_traceparent, parse_tracestate
 
 SOURCE_HEADERS = "headers"
 SOURCE_ENVELOPE = "envelope"
 SOURCE_NONE = "none"
 
+Headers = Sequence[tuple[str, bytes | None]]
+_BAGGAGE = "baggage"
+_W3C_FIELDS = frozenset((TRACEPARENT, TRACESTATE, _BAGGAGE))
 
-def extract_record_context(
-    headers: Sequence[tuple[str, bytes | None]] | None, value: object
-) -> tuple[Context, str]:
+
+def _text(raw: object) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "replace")
+    return str(raw)
+
+
+def _extract_w3c_headers(headers: Headers, propagator: TracebridgePropagator) -> Context:
+    """Trace context and baggage from Kafka headers in one pass (strict W3C, like the
+    propagator: a duplicated traceparent starts a new trace)."""
+    parents = 0
+    traceparent: object = None
+    states: list[str] | None = None
+    has_baggage = False
+    for item in headers:
+        name = item[0]
+        if name != TRACEPARENT and name != TRACESTATE and name != _BAGGAGE:
+            if not isinstance(name, str):
+                continue
+            name = name.lower()
+            if name not in _W3C_FIELDS:
+                continue
+        if name == TRACEPARENT:
+            parents += 1
+            traceparent = item[1]
+        elif name == TRACESTATE:
+            if states is None:
+                states = []
+            states.append(_text(item[1]))
+        else:
+            has_baggage = True
+    context = Context()
+    if has_baggage and propagator.baggage is not None:
+        context = propagator.baggage.extract(headers, context, getter=KAFKA_HEADERS_GETTER)
+    if parents != 1:
+        return context
+    span_context = parse_traceparent(_text(traceparent))
+    if span_context is None:
+        return context
+    if states:
+        span_context = SpanContext(
+            span_context.trace_id,
+            span_context.span_id,
+            is_remote=True,
+            trace_flags=span_context.trace_flags,
+            trace_state=parse_tracestate(states),
+        )
+    return trace.set_span_in_context(NonRecordingSpan(span_context), context)
+
+
+def extract_record_context(headers: Headers | None, value: object) -> tuple[Context, str]:
     """Return the context a record carries and where it came from; never raises.
 
     The returned context always holds whatever baggage was found, even when no valid parent
@@ -39,7 +97,10 @@ def extract_record_context(
     found = Context()
     if headers:
         try:
-            found = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
+            if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
+                found = _extract_w3c_headers(headers, propagator)
+            else:
+                found = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
         except Exception:
             found = Context()
         if trace.get_current_span(found).get_span_context().is_valid:
@@ -56,19 +117,40 @@ def extract_record_context(
 
 
 def inject_record_context(
-    carrier_mode: KafkaCarrier,
-    context: Context,
-    headers: Sequence[tuple[str, bytes | None]] | None,
-    value: object,
+    carrier_mode: KafkaCarrier, span: Span, headers: Headers | None, value: object
 ) -> tuple[list[tuple[str, bytes | None]], object]:
-    """Return ``(headers, value)`` carrying ``context`` as ``carrier_mode`` asks.
+    """Return ``(headers, value)`` carrying ``span`` and the current baggage, as
+    ``carrier_mode`` asks.
 
-    Never mutates the caller's headers or value (a producer may reuse them).  A body that
-    can't hold an envelope (not a JSON object) gets headers instead: a context written in the
-    wrong place is better than a context lost.
+    Never mutates the caller's headers or value (a producer may reuse them).  Context headers
+    left over from a forwarded record are replaced.  A body that can't hold an envelope (not a
+    JSON object) gets headers instead: a context in the wrong place beats a context lost.
     """
     propagator = propagate.get_global_textmap()
-    new_headers: list[tuple[str, bytes | None]] = list(headers) if headers else []
+    if (
+        carrier_mode is KafkaCarrier.HEADERS
+        and isinstance(propagator, TracebridgePropagator)
+        and propagator.w3c_only
+    ):
+        new_headers = _without(headers, _W3C_FIELDS) if headers else []
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            new_headers.append(
+                (
+                    TRACEPARENT,
+                    f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+                    f"{span_context.trace_flags:02x}".encode(),
+                )
+            )
+            if span_context.trace_state:
+                new_headers.append((TRACESTATE, span_context.trace_state.to_header().encode()))
+        if propagator.baggage is not None and baggage.get_all():
+            propagator.baggage.inject(new_headers, setter=KAFKA_HEADERS_SETTER)
+        return new_headers, value
+
+    context = trace.set_span_in_context(span)
+    fields_written = propagator.fields
+    new_headers = list(headers) if headers else []
     if carrier_mode is not KafkaCarrier.HEADERS:
         fields: dict[str, str] = {}
         propagator.inject(fields, context)
@@ -76,13 +158,11 @@ def inject_record_context(
         if enveloped is not None:
             value = enveloped
             if carrier_mode is KafkaCarrier.ENVELOPE:
-                return _strip_fields(new_headers, propagator.fields), value
-    propagator.inject(new_headers, context, setter=KAFKA_HEADERS_SETTER)  # type: ignore[misc]
+                return _without(new_headers, fields_written), value
+    propagator.inject(new_headers, context, setter=KAFKA_HEADERS_SETTER)
     return new_headers, value
 
 
-def _strip_fields(headers: list[tuple[str, Any]], fields: set[str]) -> list[tuple[str, Any]]:
-    """Drop stale context headers (from a forwarded record) when only the envelope is written."""
-    if not headers:
-        return headers
+def _without(headers: Sequence[tuple[str, Any]], fields: set[str] | frozenset[str]) -> list[tuple[str, Any]]:
+    """Headers minus stale context fields (from a forwarded record)."""
     return [item for item in headers if not (isinstance(item[0], str) and item[0].lower() in fields)]

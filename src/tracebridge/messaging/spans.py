@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -19,6 +19,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from tracebridge.config import ConsumerParent, KafkaCarrier
 from tracebridge.messaging.delivery import DeliveryTracker, attempt_from_headers
+from tracebridge.messaging.light_span import LightTracer, set_known_attributes
 from tracebridge.messaging.record_context import extract_record_context, inject_record_context
 
 FOLLOWS_FROM: dict[str, Any] = {"tracebridge.link.type": "follows_from"}
@@ -54,18 +55,40 @@ class ClientInfo:
         return attributes
 
 
+class ConsumedRecord(Protocol):
+    """A received record as the broker-neutral code reads it (aiokafka's ``ConsumerRecord``
+    has exactly these fields; other adapters wrap theirs in :class:`Record`)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> object: ...
+    @property
+    def timestamp(self) -> int | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+    @property
+    def value(self) -> object: ...
+    @property
+    def serialized_value_size(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class ConsumedRecord:
-    """A received record as the broker-neutral code needs it."""
+class Record:
+    """A plain :class:`ConsumedRecord`, for adapters whose client has no such object."""
 
     topic: str
     partition: int
     offset: int
-    key: object
-    timestamp_ms: int | None
-    headers: Sequence[tuple[str, bytes | None]] | None
-    value: object
-    body_size: int | None
+    key: object = None
+    timestamp: int | None = None
+    headers: Sequence[tuple[str, bytes | None]] | None = None
+    value: object = None
+    serialized_value_size: int | None = None
 
 
 def key_text(key: object) -> str | None:
@@ -106,7 +129,7 @@ class MessagingSpans:
         consumer_parent: ConsumerParent = ConsumerParent.PARENT,
         deliveries: DeliveryTracker | None = None,
     ) -> None:
-        self.tracer = tracer
+        self.tracer = LightTracer(tracer)
         self.carrier = carrier
         self.link_only = consumer_parent is ConsumerParent.LINK
         self.deliveries = deliveries or DeliveryTracker()
@@ -135,10 +158,8 @@ class MessagingSpans:
             size = body_size(value)
             if size is not None:
                 attributes["messaging.message.body.size"] = size
-            span.set_attributes(attributes)
-        new_headers, new_value = inject_record_context(
-            self.carrier, trace.set_span_in_context(span), headers, value
-        )
+            set_known_attributes(span, attributes)
+        new_headers, new_value = inject_record_context(self.carrier, span, headers, value)
         return span, new_headers, new_value
 
     @staticmethod
@@ -191,33 +212,42 @@ class MessagingSpans:
             text = key_text(record.key)
             if text is not None:
                 attributes["messaging.kafka.message.key"] = text
-            if record.body_size is not None and record.body_size >= 0:
-                attributes["messaging.message.body.size"] = record.body_size
-            if record.timestamp_ms is not None and record.timestamp_ms >= 0:
-                wait_ms = start_ns / 1e6 - record.timestamp_ms
+            size = record.serialized_value_size
+            if size is not None and size >= 0:
+                attributes["messaging.message.body.size"] = size
+            if record.timestamp is not None and record.timestamp >= 0:
+                wait_ms = start_ns / 1e6 - record.timestamp
                 if wait_ms < 0:
                     attributes["tracebridge.clock_skew"] = True
                     wait_ms = 0.0
                 attributes["tracebridge.queue_wait_ms"] = round(wait_ms, 3)
             attributes["tracebridge.delivery.attempt"] = attempt
             attributes["tracebridge.context.source"] = source
-            span.set_attributes(attributes)
+            set_known_attributes(span, attributes)
         return span, trace.set_span_in_context(span, parent)
 
     # -- receive (batch) ----------------------------------------------------------------------
-    def start_receive(self, client: ClientInfo, records: Iterable[ConsumedRecord]) -> tuple[Span, Context]:
+    def start_receive(
+        self, client: ClientInfo, records: Iterable[ConsumedRecord], group_key: Hashable
+    ) -> tuple[Span, Context]:
         """Start one ``receive`` span for a batch, linked to every record's context.
 
         A batch has many parents, so it starts a new trace and links them all; the returned
-        context makes it current for the batch handler.
+        context makes it current for the batch handler.  Redeliveries are counted as for
+        single records; the span reports the highest attempt in the batch.
         """
         topics: set[str] = set()
         links: list[Link] = []
         count = 0
         broken = 0
+        highest_attempt = 1
         for record in records:
             count += 1
             topics.add(record.topic)
+            attempt = self.deliveries.attempt(
+                group_key, record.topic, record.partition, record.offset, attempt_from_headers(record.headers)
+            )
+            highest_attempt = max(highest_attempt, attempt)
             extracted, _source = extract_record_context(record.headers, record.value)
             remote = trace.get_current_span(extracted).get_span_context()
             if remote.is_valid:
@@ -234,9 +264,10 @@ class MessagingSpans:
         if span.is_recording():
             attributes = client.base_attributes("receive", topic)
             attributes["messaging.batch.message_count"] = count
+            attributes["tracebridge.delivery.attempt"] = highest_attempt
             if topic is None:
                 attributes["tracebridge.destinations"] = sorted(topics)
             if broken:
                 attributes["tracebridge.context.missing_count"] = broken
-            span.set_attributes(attributes)
+            set_known_attributes(span, attributes)
         return span, trace.set_span_in_context(span, Context())

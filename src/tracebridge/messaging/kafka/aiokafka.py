@@ -22,7 +22,7 @@ from wrapt import wrap_function_wrapper
 from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
 from tracebridge.messaging import scope
 from tracebridge.messaging.delivery import DeliveryTracker
-from tracebridge.messaging.spans import ClientInfo, ConsumedRecord, MessagingSpans
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans
 from tracebridge.version import SCHEMA_URL, __version__
 
 _INSTRUMENTS = ("aiokafka >= 0.11, < 0.15",)
@@ -127,7 +127,8 @@ async def _traced_send(
     except BaseException as error:
         MessagingSpans.end_send(span, error=error)
         raise
-    future.add_done_callback(partial(_on_acknowledged, span))
+    if span.is_recording():
+        future.add_done_callback(partial(_on_acknowledged, span))
     return future
 
 
@@ -163,17 +164,9 @@ def _consumer_info(instance: Any) -> ClientInfo:
     return _client_info(instance, instance._client, getattr(instance, "_group_id", None))
 
 
-def _consumed(record: Any) -> ConsumedRecord:
-    return ConsumedRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        timestamp_ms=record.timestamp,
-        headers=record.headers,
-        value=record.value,
-        body_size=record.serialized_value_size,
-    )
+def _group_key(instance: Any, client: ClientInfo) -> Any:
+    # Without a group every consumer reads on its own, so redeliveries are counted per consumer.
+    return client.consumer_group if client.consumer_group is not None else id(instance)
 
 
 async def _traced_getone(
@@ -182,9 +175,7 @@ async def _traced_getone(
     scope.finish(instance)
     record = await wrapped(*args, **kwargs)
     client = _consumer_info(instance)
-    # Without a group every consumer reads on its own, so redeliveries are counted per consumer.
-    group_key = client.consumer_group if client.consumer_group is not None else id(instance)
-    span, context = spans.start_process(client, _consumed(record), group_key)
+    span, context = spans.start_process(client, record, _group_key(instance, client))
     scope.activate(instance, span, context)
     return record
 
@@ -195,8 +186,9 @@ async def _traced_getmany(
     scope.finish(instance)
     batches = await wrapped(*args, **kwargs)
     if batches:
-        records = [_consumed(record) for batch in batches.values() for record in batch]
-        span, context = spans.start_receive(_consumer_info(instance), records)
+        client = _consumer_info(instance)
+        records = [record for batch in batches.values() for record in batch]
+        span, context = spans.start_receive(client, records, _group_key(instance, client))
         scope.activate(instance, span, context)
     return batches
 

@@ -1,0 +1,246 @@
+"""Light spans for the per-record hot path.
+
+A span from the SDK costs more than the Kafka client's own work per record: three locks, bounded
+containers, and a type check of every attribute value on every set.  Our send/process/receive
+spans set a dozen attributes of known types per record, so they are built here instead — with
+everything that matters still taken from the SDK: the provider's sampler (and its
+``OTEL_TRACES_SAMPLER`` setting), id generator, resource, span limits and span processors.
+Processors receive this span in ``on_start`` (it implements the API ``Span``) and an SDK
+``ReadableSpan`` in ``on_end``, so every exporter and batch processor works unchanged.
+
+When the global provider is not the SDK's (a vendor distro, the no-op API), the ordinary
+``tracer.start_span`` path is used, so behaviour is always correct and only speed differs.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+_SCALARS = (str, bool, int, float)
+_EMPTY_STATE = TraceState()
+
+
+def _is_default_parent_based(sampler: object) -> bool:
+    """ParentBased with the standard delegates: a child is sampled exactly when its parent is."""
+    return (
+        isinstance(sampler, ParentBased)
+        and getattr(sampler, "_remote_parent_sampled", None) is ALWAYS_ON
+        and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+        and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
+        and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+    )
+
+
+class LightTracer:
+    """Starts light spans through an SDK tracer, or ordinary spans through any other tracer."""
+
+    def __init__(self, tracer: trace_api.Tracer) -> None:
+        self._tracer = tracer
+        self._sdk: SdkTracer | None = None
+        self._parent_decides = False
+
+    def _sdk_tracer(self) -> SdkTracer | None:
+        if self._sdk is not None:
+            return self._sdk
+        tracer: Any = self._tracer
+        if isinstance(tracer, trace_api.ProxyTracer):
+            tracer = tracer._tracer  # resolves to the real tracer once a provider is set
+        if isinstance(tracer, SdkTracer):
+            self._sdk = tracer
+            self._parent_decides = _is_default_parent_based(tracer.sampler)
+        return self._sdk
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+    ) -> trace_api.Span:
+        """Start a span; the parent is the span in ``context`` (default: the current one)."""
+        sdk = self._sdk_tracer()
+        if sdk is None or not sdk._is_enabled():
+            return self._tracer.start_span(name, context, kind, links=links, start_time=start_time)
+        found = trace_api.get_current_span(context).get_span_context()
+        parent: SpanContext | None = found if found.is_valid else None
+        if parent is not None:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        else:
+            trace_id = sdk.id_generator.generate_trace_id()
+            random_id = sdk.id_generator.is_trace_id_random()
+        extra: Mapping[str, Any] | None = None
+        if parent is not None and self._parent_decides:
+            sampled = recording = parent.trace_flags.sampled
+            state = parent.trace_state
+        else:
+            result = sdk.sampler.should_sample(context, trace_id, name, kind, None, links)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            recording = result.decision is not Decision.DROP
+            state = result.trace_state or _EMPTY_STATE
+            extra = result.attributes
+        span_context = SpanContext(
+            trace_id,
+            sdk.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags((1 if sampled else 0) | (2 if random_id else 0)),
+            trace_state=state,
+        )
+        if not recording:
+            return NonRecordingSpan(span_context)
+        max_links = sdk._span_limits.max_links
+        if links and max_links is not None and len(links) > max_links:
+            links = links[:max_links]
+        span = LightSpan(
+            name, span_context, parent, kind, tuple(links or ()), start_time or time.time_ns(), sdk
+        )
+        if extra:
+            span.set_attributes(extra)
+        sdk.span_processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
+
+
+def set_known_attributes(span: trace_api.Span, attributes: dict[str, Any]) -> None:
+    """Set attributes we built ourselves (types known good): straight into a light span."""
+    if type(span) is LightSpan:
+        if span._end_time is None:
+            span._attributes.update(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
+class LightSpan(trace_api.Span):
+    """A recording span with plain containers; ends as an SDK ``ReadableSpan``."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end_time",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_sdk",
+        "_start_time",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        links: tuple[Link, ...],
+        start_time: int,
+        sdk: SdkTracer,
+    ) -> None:
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._links = links
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._sdk = sdk
+        self._attributes: dict[str, Any] = {}
+        self._events: list[Event] = []
+        self._status = Status(StatusCode.UNSET)
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None or not isinstance(key, str) or not key:
+            return
+        if isinstance(value, _SCALARS):
+            self._attributes[key] = value
+        elif isinstance(value, list | tuple) and all(isinstance(item, _SCALARS) for item in value):
+            self._attributes[key] = tuple(value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            if type(value) in _SCALARS and self._end_time is None:
+                self._attributes[key] = value
+            else:
+                self.set_attribute(key, value)
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is None:
+            self._events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self._end_time is None and context.is_valid:
+            self._links = (*self._links, Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        status = status if isinstance(status, Status) else Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        details: dict[str, Any] = {
+            "exception.type": type(exception).__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            details.update(attributes)
+        self.add_event("exception", details, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time or time.time_ns()
+        sdk = self._sdk
+        sdk.span_processor.on_end(
+            ReadableSpan(
+                name=self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=sdk.resource,
+                attributes=MappingProxyType(self._attributes),
+                events=tuple(self._events),
+                links=self._links,
+                kind=self._kind,
+                status=self._status,
+                start_time=self._start_time,
+                end_time=self._end_time,
+                instrumentation_scope=sdk._instrumentation_scope,
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"LightSpan({self._name!r}, {self._context!r})"
