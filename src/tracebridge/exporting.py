@@ -9,12 +9,22 @@ until a retry interval has passed, one warning names the endpoint, and shutdown 
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.context import (
+    _SUPPRESS_INSTRUMENTATION_KEY,
+    Context,
+    attach,
+    detach,
+    set_value,
+)
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 logger = logging.getLogger("tracebridge.export")
@@ -129,3 +139,118 @@ class CountingExporter(SpanExporter):
 
     def shutdown(self) -> None:
         return None
+
+
+class BatchExportProcessor(SpanProcessor):
+    """Queues finished spans and exports them in batches from one background thread.
+
+    What the SDK's BatchSpanProcessor does, minus what we measured going wrong with it under
+    sustained load: its worker clears its wake-up flag *after* exporting, so a wake-up raised
+    meanwhile is lost and the worker sleeps the whole schedule delay while the queue overflows
+    and drops spans; and its ``force_flush`` ignores its timeout.  Here the flag is cleared
+    before draining, every span refused by a full queue is counted in ``queue_dropped``, and
+    ``force_flush`` returns when its timeout is up.  ``on_end`` is a length check and an
+    append.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int = 2048,
+        schedule_delay_millis: float = 5000,
+        max_export_batch_size: int = 512,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
+        self.schedule_delay_s = schedule_delay_millis / 1000.0
+        self.queue_dropped = 0
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._wake = threading.Event()
+        self._flushes: list[threading.Event] = []
+        self._flush_lock = threading.Lock()
+        self._shutdown = False
+        self._worker = self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def restart_in_child() -> None:
+                processor = ref()
+                if processor is not None:
+                    processor._after_fork()
+
+            os.register_at_fork(after_in_child=restart_in_child)
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(target=self._run, name="tracebridge-export", daemon=True)
+        worker.start()
+        return worker
+
+    def _after_fork(self) -> None:
+        # The child inherits the queue but not the thread: start over with an empty queue.
+        self._queue.clear()
+        self._wake = threading.Event()
+        self._flushes = []
+        self._flush_lock = threading.Lock()
+        self._worker = self._start_worker()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._shutdown or not span.context.trace_flags.sampled:
+            return
+        queue = self._queue
+        if len(queue) >= self.max_queue_size:
+            self.queue_dropped += 1
+            return
+        queue.append(span)
+        if len(queue) >= self.max_export_batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.schedule_delay_s)
+            # Cleared before draining: a wake-up raised while we export is kept, never lost.
+            self._wake.clear()
+            self._drain()
+            with self._flush_lock:
+                waiting, self._flushes = self._flushes, []
+            for flushed in waiting:
+                flushed.set()
+            if self._shutdown:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while queue:
+                count = min(len(queue), self.max_export_batch_size)
+                batch = [queue.popleft() for _ in range(count)]
+                try:
+                    self.exporter.export(batch)
+                except Exception:  # an exporter bug must not kill the export thread
+                    logger.exception("tracebridge: span exporter raised; batch dropped")
+        finally:
+            detach(token)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued so far; ``False`` if that took longer than the timeout."""
+        if self._shutdown or not self._worker.is_alive():
+            return False
+        flushed = threading.Event()
+        with self._flush_lock:
+            self._flushes.append(flushed)
+        self._wake.set()
+        return flushed.wait(timeout_millis / 1000.0)
+
+    def shutdown(self) -> None:
+        """Export what is queued (bounded by the exporter), then stop the worker."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        self._worker.join(timeout=self.schedule_delay_s + 1)
+        self.exporter.shutdown()

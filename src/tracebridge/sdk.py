@@ -21,11 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -36,7 +32,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from tracebridge.config import Settings
-from tracebridge.exporting import ResilientExporter
+from tracebridge.exporting import BatchExportProcessor, ResilientExporter
 from tracebridge.propagation.composite import TracebridgePropagator
 from tracebridge.propagation.w3c import StrictTraceContextPropagator
 
@@ -92,12 +88,11 @@ def configure(
         exporter = exporter or build_exporter(settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
-            processor = CountingBatchSpanProcessor(
+            processor = BatchExportProcessor(
                 exporter,
                 max_queue_size=settings.bsp_max_queue_size,
                 schedule_delay_millis=settings.bsp_schedule_delay_ms,
                 max_export_batch_size=settings.bsp_max_export_batch_size,
-                export_timeout_millis=settings.bsp_export_timeout_ms,
             )
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
@@ -118,12 +113,9 @@ def shutdown() -> None:
     if state is None or state.stopped:
         return
     state.stopped = True
-    # The SDK's force_flush ignores its timeout and waits on the export lock while the worker
-    # sits in the exporter's retry loop (up to OTEL_EXPORTER_OTLP_TIMEOUT), so flush on a
-    # helper thread and wait for it only as long as we promised.
-    flusher = threading.Thread(target=state.provider.force_flush, name="tracebridge-flush", daemon=True)
-    flusher.start()
-    flusher.join(state.settings.shutdown_timeout_s)
+    # Flush for at most the promised time (our processor honours the timeout): the exporter
+    # may be stuck in its retry loop, up to OTEL_EXPORTER_OTLP_TIMEOUT, on a dead collector.
+    state.provider.force_flush(timeout_millis=int(state.settings.shutdown_timeout_s * 1000))
     # Shutting the exporter down aborts any retry in progress, so the provider's shutdown
     # below finishes at once; whatever is still queued is dropped and counted.
     if state.exporter is not None:
@@ -212,28 +204,6 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         retry_after_s=settings.exporter_retry_after_s,
         inner_logger="opentelemetry.exporter.otlp.proto.http.trace_exporter",
     )
-
-
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor, also counting spans its full queue turns away.
-
-    The SDK drops them with one log line and an opt-in metric; we want the number in
-    :func:`dropped_spans` next to what the exporter dropped.
-    """
-
-    queue_dropped = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = getattr(self._batch_processor, "_queue", None)
-        limit = getattr(self._batch_processor, "_max_queue_size", None)
-        if (
-            queue is not None
-            and limit is not None
-            and len(queue) >= limit
-            and span.context.trace_flags.sampled
-        ):
-            self.queue_dropped += 1
-        super().on_end(span)
 
 
 class BaggageAttributesProcessor(SpanProcessor):

@@ -29,7 +29,16 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.span import TraceState
 
 _SCALARS = (str, bool, int, float)
+# The link a consumer span keeps to the producer span its record came from.
+FOLLOWS_FROM: Mapping[str, Any] = MappingProxyType({"tracebridge.link.type": "follows_from"})
 _EMPTY_STATE = TraceState()
+
+
+class _FromContext:
+    """Marker: take the parent from the context argument."""
+
+
+_FROM_CONTEXT = _FromContext()
 
 
 def _is_default_parent_based(sampler: object) -> bool:
@@ -69,13 +78,38 @@ class LightTracer:
         kind: SpanKind = SpanKind.INTERNAL,
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
+        follows: SpanContext | None = None,
+        parent: SpanContext | _FromContext | None = _FROM_CONTEXT,
     ) -> trace_api.Span:
-        """Start a span; the parent is the span in ``context`` (default: the current one)."""
+        """Start a span; the parent is ``parent`` if given, else the span in ``context``
+        (default: the current one).
+
+        ``follows`` adds a ``follows_from`` link to that context.  Both it and a context that
+        holds ``parent`` are built only if the sampler, a span processor or a recording span
+        reads them — most unsampled records need neither.
+        """
+        if isinstance(parent, _FromContext):
+            found = trace_api.get_current_span(context).get_span_context()
+            parent = found if found.is_valid else None
+            parent_context = context
+        else:
+            parent_context = None  # built on demand from ``parent`` and ``context``
+
+        def full_context() -> Context | None:
+            if parent_context is not None or parent is None:
+                return parent_context if parent_context is not None else context
+            return trace_api.set_span_in_context(NonRecordingSpan(parent), context)
+
+        def with_follows(existing: Sequence[Link] | None) -> Sequence[Link] | None:
+            if follows is None or not follows.is_valid:
+                return existing
+            return [*(existing or ()), Link(follows, FOLLOWS_FROM)]
+
         sdk = self._sdk_tracer()
         if sdk is None or not sdk._is_enabled():
-            return self._tracer.start_span(name, context, kind, links=links, start_time=start_time)
-        found = trace_api.get_current_span(context).get_span_context()
-        parent: SpanContext | None = found if found.is_valid else None
+            return self._tracer.start_span(
+                name, full_context(), kind, links=with_follows(links), start_time=start_time
+            )
         if parent is not None:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
@@ -87,7 +121,9 @@ class LightTracer:
             sampled = recording = parent.trace_flags.sampled
             state = parent.trace_state
         else:
-            result = sdk.sampler.should_sample(context, trace_id, name, kind, None, links)
+            links = with_follows(links)
+            follows = None
+            result = sdk.sampler.should_sample(full_context(), trace_id, name, kind, None, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recording = result.decision is not Decision.DROP
             state = result.trace_state or _EMPTY_STATE
@@ -101,6 +137,7 @@ class LightTracer:
         )
         if not recording:
             return NonRecordingSpan(span_context)
+        links = with_follows(links)
         max_links = sdk._span_limits.max_links
         if links and max_links is not None and len(links) > max_links:
             links = links[:max_links]
@@ -109,7 +146,7 @@ class LightTracer:
         )
         if extra:
             span.set_attributes(extra)
-        sdk.span_processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        sdk.span_processor.on_start(span, parent_context=full_context())  # type: ignore[arg-type]
         return span
 
 

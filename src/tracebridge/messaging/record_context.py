@@ -34,6 +34,7 @@ SOURCE_NONE = "none"
 Headers = Sequence[tuple[str, bytes | None]]
 _BAGGAGE = "baggage"
 _W3C_FIELDS = frozenset((TRACEPARENT, TRACESTATE, _BAGGAGE))
+_EMPTY = Context()
 
 
 def _text(raw: object) -> str:
@@ -44,9 +45,11 @@ def _text(raw: object) -> str:
     return str(raw)
 
 
-def _extract_w3c_headers(headers: Headers, propagator: TracebridgePropagator) -> Context:
-    """Trace context and baggage from Kafka headers in one pass (strict W3C, like the
-    propagator: a duplicated traceparent starts a new trace)."""
+def _extract_w3c_headers(
+    headers: Headers, propagator: TracebridgePropagator
+) -> tuple[SpanContext | None, Context]:
+    """Parent and baggage from Kafka headers in one pass (strict W3C, like the propagator: a
+    duplicated traceparent starts a new trace)."""
     parents = 0
     traceparent: object = None
     states: list[str] | None = None
@@ -68,15 +71,13 @@ def _extract_w3c_headers(headers: Headers, propagator: TracebridgePropagator) ->
             states.append(_text(item[1]))
         else:
             has_baggage = True
-    context = Context()
+    carried = _EMPTY
     if has_baggage and propagator.baggage is not None:
-        context = propagator.baggage.extract(headers, context, getter=KAFKA_HEADERS_GETTER)
+        carried = propagator.baggage.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
     if parents != 1:
-        return context
+        return None, carried
     span_context = parse_traceparent(_text(traceparent))
-    if span_context is None:
-        return context
-    if states:
+    if span_context is not None and states:
         span_context = SpanContext(
             span_context.trace_id,
             span_context.span_id,
@@ -84,36 +85,47 @@ def _extract_w3c_headers(headers: Headers, propagator: TracebridgePropagator) ->
             trace_flags=span_context.trace_flags,
             trace_state=parse_tracestate(states),
         )
-    return trace.set_span_in_context(NonRecordingSpan(span_context), context)
+    return span_context, carried
 
 
-def extract_record_context(headers: Headers | None, value: object) -> tuple[Context, str]:
-    """Return the context a record carries and where it came from; never raises.
+def extract_record_parent(headers: Headers | None, value: object) -> tuple[SpanContext | None, Context, str]:
+    """Return ``(parent, carried, source)`` for a record; never raises.
 
-    The returned context always holds whatever baggage was found, even when no valid parent
-    was, so business keys survive a broken chain.
+    ``parent`` is the remote span context the record names (``None`` for a broken chain),
+    ``carried`` the rest of what it carries (baggage) — kept even when no parent was found, so
+    business keys survive a broken chain — and ``source`` where the parent came from.
     """
     propagator = propagate.get_global_textmap()
-    found = Context()
+    carried = _EMPTY
     if headers:
         try:
             if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
-                found = _extract_w3c_headers(headers, propagator)
+                parent, carried = _extract_w3c_headers(headers, propagator)
             else:
-                found = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
+                carried = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
+                parent = trace.get_current_span(carried).get_span_context()
         except Exception:
-            found = Context()
-        if trace.get_current_span(found).get_span_context().is_valid:
-            return found, SOURCE_HEADERS
+            parent, carried = None, _EMPTY
+        if parent is not None and parent.is_valid:
+            return parent, carried, SOURCE_HEADERS
     try:
         envelope = read_envelope(value)
         if envelope is not None:
-            from_envelope = propagator.extract(envelope, found, getter=DICT_GETTER)
-            if trace.get_current_span(from_envelope).get_span_context().is_valid:
-                return from_envelope, SOURCE_ENVELOPE
+            from_envelope = propagator.extract(envelope, carried, getter=DICT_GETTER)
+            parent = trace.get_current_span(from_envelope).get_span_context()
+            if parent.is_valid:
+                return parent, from_envelope, SOURCE_ENVELOPE
     except Exception:
         pass
-    return found, SOURCE_NONE
+    return None, carried, SOURCE_NONE
+
+
+def extract_record_context(headers: Headers | None, value: object) -> tuple[Context, str]:
+    """The record's context (parent span and baggage) as one Context, and its source."""
+    parent, carried, source = extract_record_parent(headers, value)
+    if parent is None:
+        return carried, source
+    return trace.set_span_in_context(NonRecordingSpan(parent), carried), source
 
 
 def inject_record_context(

@@ -19,11 +19,11 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from tracebridge.config import ConsumerParent, KafkaCarrier
 from tracebridge.messaging.delivery import DeliveryTracker, attempt_from_headers
-from tracebridge.messaging.light_span import LightTracer, set_known_attributes
-from tracebridge.messaging.record_context import extract_record_context, inject_record_context
-
-FOLLOWS_FROM: dict[str, Any] = {"tracebridge.link.type": "follows_from"}
-_NO_PARENT = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+from tracebridge.messaging.light_span import FOLLOWS_FROM, LightTracer, set_known_attributes
+from tracebridge.messaging.record_context import (
+    extract_record_parent,
+    inject_record_context,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,21 +191,19 @@ class MessagingSpans:
         handler's own calls continue the trace and the business keys.
         """
         start_ns = time.time_ns()
-        extracted, source = extract_record_context(record.headers, record.value)
-        remote = trace.get_current_span(extracted).get_span_context()
-        links = [Link(remote, FOLLOWS_FROM)] if remote.is_valid else None
-        parent = trace.set_span_in_context(_NO_PARENT, extracted) if self.link_only else extracted
+        remote, carried, source = extract_record_parent(record.headers, record.value)
         span = self.tracer.start_span(
             f"process {record.topic}",
-            context=parent,
+            context=carried,
             kind=SpanKind.CONSUMER,
-            links=links,
             start_time=start_ns,
+            follows=remote,
+            parent=None if self.link_only else remote,
         )
-        attempt = self.deliveries.attempt(
-            group_key, record.topic, record.partition, record.offset, attempt_from_headers(record.headers)
-        )
+        # Every delivery is counted (redeliveries are found by offset), recorded or not.
+        attempt = self.deliveries.attempt(group_key, record.topic, record.partition, record.offset)
         if span.is_recording():
+            attempt += attempt_from_headers(record.headers) - 1
             attributes = client.base_attributes("process", record.topic)
             attributes["messaging.destination.partition.id"] = str(record.partition)
             attributes["messaging.kafka.offset"] = record.offset
@@ -224,7 +222,7 @@ class MessagingSpans:
             attributes["tracebridge.delivery.attempt"] = attempt
             attributes["tracebridge.context.source"] = source
             set_known_attributes(span, attributes)
-        return span, trace.set_span_in_context(span, parent)
+        return span, trace.set_span_in_context(span, carried)
 
     # -- receive (batch) ----------------------------------------------------------------------
     def start_receive(
@@ -248,9 +246,8 @@ class MessagingSpans:
                 group_key, record.topic, record.partition, record.offset, attempt_from_headers(record.headers)
             )
             highest_attempt = max(highest_attempt, attempt)
-            extracted, _source = extract_record_context(record.headers, record.value)
-            remote = trace.get_current_span(extracted).get_span_context()
-            if remote.is_valid:
+            remote, _carried, _source = extract_record_parent(record.headers, record.value)
+            if remote is not None:
                 links.append(Link(remote, FOLLOWS_FROM))
             else:
                 broken += 1
