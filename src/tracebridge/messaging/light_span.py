@@ -88,42 +88,40 @@ class LightTracer:
         holds ``parent`` are built only if the sampler, a span processor or a recording span
         reads them — most unsampled records need neither.
         """
+        # ``context`` holds the parent unless it was passed in ``parent``; then a context that
+        # holds it is built only where one is read (_with_parent).
+        explicit = not isinstance(parent, _FromContext)
+        resolved: SpanContext | None
         if isinstance(parent, _FromContext):
             found = trace_api.get_current_span(context).get_span_context()
-            parent = found if found.is_valid else None
-            parent_context = context
+            resolved = found if found.is_valid else None
         else:
-            parent_context = None  # built on demand from ``parent`` and ``context``
-
-        def full_context() -> Context | None:
-            if parent_context is not None or parent is None:
-                return parent_context if parent_context is not None else context
-            return trace_api.set_span_in_context(NonRecordingSpan(parent), context)
-
-        def with_follows(existing: Sequence[Link] | None) -> Sequence[Link] | None:
-            if follows is None or not follows.is_valid:
-                return existing
-            return [*(existing or ()), Link(follows, FOLLOWS_FROM)]
-
+            resolved = parent
         sdk = self._sdk_tracer()
         if sdk is None or not sdk._is_enabled():
             return self._tracer.start_span(
-                name, full_context(), kind, links=with_follows(links), start_time=start_time
+                name,
+                _with_parent(context, resolved, explicit),
+                kind,
+                links=_with_follows(links, follows),
+                start_time=start_time,
             )
-        if parent is not None:
-            trace_id = parent.trace_id
-            random_id = parent.trace_flags.random_trace_id
+        if resolved is not None:
+            trace_id = resolved.trace_id
+            random_id = resolved.trace_flags.random_trace_id
         else:
             trace_id = sdk.id_generator.generate_trace_id()
             random_id = sdk.id_generator.is_trace_id_random()
         extra: Mapping[str, Any] | None = None
-        if parent is not None and self._parent_decides:
-            sampled = recording = parent.trace_flags.sampled
-            state = parent.trace_state
+        if resolved is not None and self._parent_decides:
+            sampled = recording = resolved.trace_flags.sampled
+            state = resolved.trace_state
         else:
-            links = with_follows(links)
+            links = _with_follows(links, follows)
             follows = None
-            result = sdk.sampler.should_sample(full_context(), trace_id, name, kind, None, links)
+            result = sdk.sampler.should_sample(
+                _with_parent(context, resolved, explicit), trace_id, name, kind, None, links
+            )
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recording = result.decision is not Decision.DROP
             state = result.trace_state or _EMPTY_STATE
@@ -137,17 +135,30 @@ class LightTracer:
         )
         if not recording:
             return NonRecordingSpan(span_context)
-        links = with_follows(links)
+        links = _with_follows(links, follows)
         max_links = sdk._span_limits.max_links
         if links and max_links is not None and len(links) > max_links:
             links = links[:max_links]
         span = LightSpan(
-            name, span_context, parent, kind, tuple(links or ()), start_time or time.time_ns(), sdk
+            name, span_context, resolved, kind, tuple(links or ()), start_time or time.time_ns(), sdk
         )
         if extra:
             span.set_attributes(extra)
-        sdk.span_processor.on_start(span, parent_context=full_context())  # type: ignore[arg-type]
+        sdk.span_processor.on_start(span, parent_context=_with_parent(context, resolved, explicit))  # type: ignore[arg-type]
         return span
+
+
+def _with_parent(context: Context | None, parent: SpanContext | None, explicit: bool) -> Context | None:
+    """The context to show samplers and processors: ``context`` plus an explicit parent."""
+    if not explicit or parent is None:
+        return context
+    return trace_api.set_span_in_context(NonRecordingSpan(parent), context)
+
+
+def _with_follows(links: Sequence[Link] | None, follows: SpanContext | None) -> Sequence[Link] | None:
+    if follows is None or not follows.is_valid:
+        return links
+    return [*(links or ()), Link(follows, FOLLOWS_FROM)]
 
 
 def set_known_attributes(span: trace_api.Span, attributes: dict[str, Any]) -> None:

@@ -1,0 +1,147 @@
+"""The light span pipeline: sampler decisions honoured, nothing dropped, bounded flush."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from tracebridge.exporting import BatchExportProcessor, CountingExporter
+from tracebridge.messaging.light_span import LightSpan, LightTracer
+
+PARENT = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0x03))
+
+
+def light(sampler: Sampler) -> tuple[LightTracer, InMemorySpanExporter]:
+    provider = TracerProvider(sampler=sampler, resource=Resource({"service.name": "unit"}))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return LightTracer(provider.get_tracer("unit")), exporter
+
+
+def test_light_span_ends_as_a_readable_span_with_everything_set() -> None:
+    tracer, exporter = light(ParentBased(ALWAYS_ON))
+    span = tracer.start_span("process orders", kind=SpanKind.CONSUMER, parent=PARENT, follows=PARENT)
+    assert isinstance(span, LightSpan)
+    span.set_attributes({"a": 1, "b": ["x", "y"], "bad": object()})
+    span.set_attribute("c", True)
+    span.record_exception(ValueError("boom"))
+    span.end()
+    span.set_attribute("after", 1)  # ignored once ended
+    (done,) = exporter.get_finished_spans()
+    assert (done.name, done.kind, done.parent.span_id) == ("process orders", SpanKind.CONSUMER, 0xDEF)
+    assert done.context.trace_id == 0xABC and done.context.trace_flags == 0x03
+    assert dict(done.attributes) == {"a": 1, "b": ("x", "y"), "c": True}
+    assert done.events[0].attributes["exception.type"] == "ValueError"
+    assert [(link.context.span_id, dict(link.attributes)) for link in done.links] == [
+        (0xDEF, {"tracebridge.link.type": "follows_from"})
+    ]
+    assert done.resource.attributes["service.name"] == "unit"
+    assert done.instrumentation_scope.name == "unit"
+
+
+def test_unsampled_parent_gives_non_recording_child_with_new_span_id() -> None:
+    tracer, exporter = light(ParentBased(ALWAYS_ON))
+    unsampled = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0x02))
+    span = tracer.start_span("x", parent=unsampled)
+    assert isinstance(span, NonRecordingSpan)
+    child = span.get_span_context()
+    assert (child.trace_id, child.trace_flags) == (0xABC, 0x02) and child.span_id != 0xDEF
+    span.end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_root_sampling_uses_the_providers_sampler() -> None:
+    tracer, exporter = light(ParentBased(TraceIdRatioBased(0.0)))
+    for _ in range(50):
+        tracer.start_span("root").end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_record_only_decision_records_without_sampled_flag() -> None:
+    class RecordOnly(Sampler):
+        def should_sample(self, *args: object, **kwargs: object) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_ONLY, {"sampler.said": "record"})
+
+        def get_description(self) -> str:
+            return "RecordOnly"
+
+    tracer, _exporter = light(RecordOnly())
+    span = tracer.start_span("x", parent=PARENT)
+    assert span.is_recording() and not span.get_span_context().trace_flags.sampled
+    assert isinstance(span, LightSpan) and span._attributes["sampler.said"] == "record"
+
+
+def test_non_sdk_provider_falls_back_to_its_own_tracer() -> None:
+    tracer = LightTracer(trace.NoOpTracerProvider().get_tracer("x"))
+    span = tracer.start_span("x", context=Context(), parent=PARENT, follows=PARENT)
+    assert span.get_span_context() == PARENT  # the API's no-op tracer passes the parent through
+
+
+class SlowExporter(SpanExporter):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        time.sleep(self.delay)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_processor_keeps_up_with_sustained_load_without_dropping() -> None:
+    exporter = CountingExporter()
+    processor = BatchExportProcessor(exporter, max_queue_size=2048, max_export_batch_size=512)
+    tracer, _ = light(ALWAYS_ON)
+    provider_span = tracer.start_span("template")
+    provider_span.end()
+    template = ReadableSpan(name="s", context=provider_span.get_span_context())
+    for burst in range(80):
+        for _ in range(250):
+            processor.on_end(template)
+        time.sleep(0.001 if burst % 4 else 0.01)
+    assert processor.force_flush(5000)
+    assert (exporter.exported_spans, processor.queue_dropped) == (20000, 0)
+    processor.shutdown()
+
+
+def test_full_queue_drops_are_counted() -> None:
+    exporter = SlowExporter(delay=0.5)
+    processor = BatchExportProcessor(exporter, max_queue_size=100, max_export_batch_size=100)
+    sampled = ReadableSpan(name="s", context=PARENT)
+    for _ in range(350):
+        processor.on_end(sampled)
+    processor.shutdown()
+    assert exporter.exported + processor.queue_dropped == 350
+    assert processor.queue_dropped >= 150
+
+
+def test_force_flush_returns_when_its_timeout_is_up() -> None:
+    release = threading.Event()
+
+    class Stuck(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            release.wait(10)
+            return SpanExportResult.SUCCESS
+
+    processor = BatchExportProcessor(Stuck())
+    processor.on_end(ReadableSpan(name="s", context=PARENT))
+    assert processor.force_flush(timeout_millis=100) is False
+    release.set()
+    processor.shutdown()
