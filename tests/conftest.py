@@ -99,3 +99,18 @@ async def producer(bootstrap: str, kafka_instrumented: None) -> AsyncIterator[ob
     await running.start()
     yield running
     await running.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int) -> list[object]:
+    """The first ``count`` records of partition 0, read without a consumer group (no join wait)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        return [await consumer.getone() for _ in range(count)]
+    finally:
+        await consumer.stop()

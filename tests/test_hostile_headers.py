@@ -3,11 +3,11 @@ lost, and every record without a usable context is a new trace marked context.so
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import by_name, unique
+from tests.conftest import by_name, read_topic, unique
 from tests.test_kafka_modes import instrumented
 
 header_key = st.sampled_from(
@@ -49,15 +49,7 @@ async def test_hostile_headers_never_raise_and_lose_no_record(bootstrap, broker,
     finally:
         await producer.stop()
     with instrumented():
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partition = TopicPartition(topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_beginning(partition)
-            values = [(await consumer.getone()).value for _ in headers_per_record]
-        finally:
-            await consumer.stop()
+        values = [record.value for record in await read_topic(bootstrap, topic, len(headers_per_record))]
     assert values == [f"order {n}".encode() for n in range(len(headers_per_record))]
     processes = sorted(
         by_name(spans, f"process {topic}"), key=lambda s: s.attributes["messaging.kafka.offset"]

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from tests.conftest import unique
+from tests.conftest import read_topic, unique
 from tracebridge.broker import free_port
 from tracebridge.collector.receiver import OtlpReceiver
 from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
@@ -119,15 +119,7 @@ async def test_service_that_exports_nothing_still_passes_the_context_on(bootstra
     )
     result = tracebridge_run("relay.py", env)
     assert result.returncode == 0, result.stderr
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(out_topic, 0)
-        consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
-        forwarded = await consumer.getone()
-    finally:
-        await consumer.stop()
+    (forwarded,) = await read_topic(bootstrap, out_topic, 1)
     traceparent = dict(forwarded.headers)["traceparent"].decode()
     _version, trace_id, span_id, flags = traceparent.split("-")
     assert trace_id == TRACEPARENT.split("-")[1]  # same trace

@@ -101,18 +101,10 @@ def read_envelope(value: object) -> Mapping[str, Any] | None:
     if isinstance(value, bytes | bytearray):
         if b'"trace_context"' not in value:
             return None
-    elif isinstance(value, str):
-        if '"trace_context"' not in value:
-            return None
-    else:
+    elif not isinstance(value, str) or '"trace_context"' not in value:
         return None
-    try:
-        body = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(body, dict):
-        return None
-    found = body.get(ENVELOPE_FIELD)
+    body = _json_object(value)
+    found = body.get(ENVELOPE_FIELD) if body is not None else None
     return found if isinstance(found, dict) else None
 
 
@@ -130,14 +122,19 @@ def write_envelope(value: object, fields: Mapping[str, str]) -> object | None:
     if not isinstance(value, bytes | bytearray | str):
         return None
     stripped = value.lstrip()
-    if not stripped or stripped[:1] not in (b"{", "{"):
-        return None
-    try:
-        body = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(body, dict):
+    body = _json_object(value) if stripped[:1] in (b"{", "{") else None
+    if body is None:
         return None
     body[ENVELOPE_FIELD] = dict(fields)
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return encoded if isinstance(value, str) else encoded.encode("utf-8")
+
+
+def _json_object(value: bytes | bytearray | str) -> dict[str, Any] | None:
+    """``value`` parsed as a JSON object, or ``None`` for anything else (including hostile
+    nesting deep enough to exhaust the parser)."""
+    try:
+        body = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
