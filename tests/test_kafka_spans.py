@@ -181,3 +181,62 @@ async def test_uninstrumented_producer_is_untouched(bootstrap, spans):
     finally:
         await producer.stop()
     assert spans.get_finished_spans() == ()
+
+
+async def test_send_refused_by_the_client_marks_send_span_error(bootstrap, spans, kafka_instrumented):
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1024)
+    await producer.start()
+    topic = unique("orders")
+    try:
+        try:
+            await producer.send_and_wait(topic, b"x" * 4096)
+        except MessageSizeTooLargeError:
+            pass
+        else:
+            raise AssertionError("the oversized record was accepted")
+    finally:
+        await producer.stop()
+    send = one(spans, f"send {topic}")
+    assert send.status.status_code is StatusCode.ERROR
+    assert send.attributes["error.type"] == "MessageSizeTooLargeError"
+    assert "messaging.kafka.offset" not in send.attributes
+
+
+async def test_record_from_the_future_is_clock_skew_not_negative_wait(producer, spans, bootstrap):
+    import time
+
+    topic = unique("orders")
+    await producer.send_and_wait(topic, b"x", timestamp_ms=int(time.time() * 1000) + 60_000)
+    consumer = consumer_for(bootstrap, topic)
+    await consumer.start()
+    try:
+        await consumer.getone()
+    finally:
+        await consumer.stop()
+    process = one(spans, f"process {topic}")
+    assert process.attributes["tracebridge.clock_skew"] is True
+    assert process.attributes["tracebridge.queue_wait_ms"] == 0
+
+
+async def test_failed_handler_without_commit_is_redelivered_as_attempt_two(producer, spans, bootstrap):
+    topic, group = unique("orders"), unique("inventory")
+    await producer.send_and_wait(topic, b"poison")
+    for _ in range(2):  # the worker crashes on the record, then restarts
+        consumer = consumer_for(bootstrap, topic, group=group)
+        try:
+            async with consumer:
+                async for _record in consumer:
+                    raise RuntimeError("stock service unavailable")
+        except RuntimeError:
+            pass
+    first, second = sorted(
+        (s for s in spans.get_finished_spans() if s.name == f"process {topic}"), key=lambda s: s.start_time
+    )
+    assert [
+        first.attributes["tracebridge.delivery.attempt"],
+        second.attributes["tracebridge.delivery.attempt"],
+    ] == [1, 2]
+    assert first.status.status_code is second.status.status_code is StatusCode.ERROR
+    assert first.parent.span_id == second.parent.span_id == one(spans, f"send {topic}").context.span_id
