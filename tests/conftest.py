@@ -114,3 +114,49 @@ async def read_topic(bootstrap: str, topic: str, count: int) -> list[object]:
         return [await consumer.getone() for _ in range(count)]
     finally:
         await consumer.stop()
+
+
+class RunningCollector:
+    """The collector's ASGI app served by uvicorn on 127.0.0.1, with a temporary store."""
+
+    def __init__(self, db_path, config=None) -> None:
+        import threading
+
+        import uvicorn
+
+        from tracebridge.broker import free_port
+        from tracebridge.collector.app import build_app
+        from tracebridge.collector.store import SpanStore
+
+        self.store = SpanStore(db_path)
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(build_app(self.store, config), host="127.0.0.1", port=self.port, log_level="error")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RunningCollector:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("collector did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.store.close()
+
+
+@pytest.fixture
+def collector(tmp_path) -> Iterator[RunningCollector]:
+    with RunningCollector(tmp_path / "traces.db") as running:
+        yield running

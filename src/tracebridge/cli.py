@@ -5,10 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tracebridge.analysis.model import Trace
+    from tracebridge.analysis.sources import Source
 
 app = typer.Typer(
     name="tracebridge",
@@ -79,31 +83,251 @@ def broker(
 def demo(
     orders: Annotated[int, typer.Option(min=1, max=1000, help="How many orders to place.")] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the traces.")] = 60.0,
+    db: Annotated[
+        str | None, typer.Option(help="Trace store to write (default: the one `trace` reads).")
+    ] = None,
 ) -> None:
-    """Start broker and services, place orders over HTTP, print one order's end-to-end trace."""
-    from tracebridge.broker import BrokerNotFound, BrokerStartError
-    from tracebridge.demo.runner import DemoError, run_chain
-    from tracebridge.render.tree import trace_tree
+    """Start broker, collector and services, place orders over HTTP, show one order's trace."""
+    from pathlib import Path
 
-    with console.status("starting broker, receiver and services (web, mailer, worker, shipper)..."):
+    from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
+    from tracebridge.broker import BrokerNotFound, BrokerStartError
+    from tracebridge.collector.store import DEFAULT_DB
+    from tracebridge.demo.runner import DemoError, run_chain
+    from tracebridge.render.report import diagnosis_view
+    from tracebridge.render.waterfall import waterfall
+
+    store = Path(db).expanduser() if db else DEFAULT_DB
+    with console.status("starting broker, collector and services (web, mailer, worker, shipper)..."):
         try:
-            result = run_chain(orders=orders, timeout=timeout)
-        except (DemoError, BrokerNotFound, BrokerStartError) as error:
+            result = run_chain(orders=orders, timeout=timeout, db=store)
+        except (DemoError, BrokerNotFound, BrokerStartError, RuntimeError) as error:
             errors.print(f"[red]tracebridge demo failed:[/] {error}")
             raise typer.Exit(1) from None
-    order_id = result.order_ids[0]
-    trace = next(
-        (t for t in result.traces.values() if any(s.attributes.get("order.id") == order_id for s in t.spans)),
-        next(iter(result.traces.values())),
-    )
-    services = sorted({span.service for span in trace.spans})
+    order_id = result.order_ids[-1]
+    trace = result.traces[order_id]
+    diagnosis = run_diagnosis(trace)
     console.print(
-        f"\n[bold green]{len(result.traces)} of {orders} orders traced end to end[/] — "
-        f"order [bold]{order_id}[/]: {len(trace.spans)} spans, one trace, {len(services)} services "
-        f"({', '.join(services)})\n"
+        f"\n[bold green]{len(result.traces)} of {orders} orders traced end to end[/] — order "
+        f"[bold]{order_id}[/] is one trace of {diagnosis.span_count} spans across "
+        f"{len(diagnosis.services)} processes\n"
     )
-    console.print(trace_tree(trace, title=f"trace {trace.spans[0].trace_id}  (order {order_id})"))
-    console.print(f"\nservice logs: {result.log_dir}")
+    console.print(waterfall(trace, diagnosis, console.width))
+    console.print()
+    console.print(diagnosis_view(diagnosis))
+    source = "" if store == DEFAULT_DB else f" --source {store}"
+    console.print(
+        f"\ntry: [bold]tracebridge trace --order {order_id}{source}[/]   "
+        f"[bold]tracebridge diagnose --order {order_id}{source}[/]   [bold]tracebridge doctor{source}[/]"
+        f"\nstore: {store}   service logs: {result.log_dir}"
+    )
+
+
+# -- collector and analysis ----------------------------------------------------------------
+SourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="Trace store path (default ~/.local/share/tracebridge/traces.db), a Jaeger URL "
+        "(http://jaeger:16686) or an OTLP JSON file/folder.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _parse_size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    cleaned = text.strip().lower().removesuffix("b").removesuffix("i")
+    factor = units.get(cleaned[-1:], 1)
+    number = cleaned[:-1] if cleaned[-1:] in units else cleaned
+    try:
+        return int(float(number) * factor)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 500MB or 2GB") from None
+
+
+def _parse_age(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    cleaned = text.strip().lower()
+    factor = units.get(cleaned[-1:], 1)
+    number = cleaned[:-1] if cleaned[-1:] in units else cleaned
+    try:
+        return float(number) * factor
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an age like 30m, 12h or 7d") from None
+
+
+@app.command()
+def collector(
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="OTLP/HTTP and API port.")] = 4318,
+    db: Annotated[str | None, typer.Option(help="SQLite store path.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Bearer token required on every request (or TRACEBRIDGE_COLLECTOR_TOKEN)."),
+    ] = None,
+    max_age: Annotated[str, typer.Option(help="Keep traces this long (30m, 12h, 7d).")] = "7d",
+    max_size: Annotated[str, typer.Option(help="Keep the store below this size (500MB, 2GB).")] = "2GB",
+) -> None:
+    """Run the OTLP/HTTP receiver, trace store and query API until Ctrl-C."""
+    import uvicorn
+
+    from tracebridge.collector.app import CollectorConfig, build_app
+    from tracebridge.collector.store import DEFAULT_DB, SpanStore
+    from tracebridge.config import Settings
+
+    token = token or Settings.from_env().collector_token
+    if host not in _LOOPBACK and not token:
+        errors.print(
+            f"[red]tracebridge collector:[/] binding {host} exposes every trace to the network; "
+            "give --token (or TRACEBRIDGE_COLLECTOR_TOKEN), or bind 127.0.0.1"
+        )
+        raise typer.Exit(2)
+    store = SpanStore(db or DEFAULT_DB)
+    config = CollectorConfig(
+        token=token, retention_max_age_s=_parse_age(max_age), retention_max_bytes=_parse_size(max_size)
+    )
+    console.print(
+        f"collector on [bold]http://{host}:{port}[/] — OTLP at /v1/traces, API at /api — store {store.path}"
+    )
+    uvicorn.run(build_app(store, config), host=host, port=port, log_level="warning")
+
+
+def _source(spec: str | None) -> Source:
+    from tracebridge.analysis.sources import InvalidSource, SourceUnavailable, open_source
+    from tracebridge.collector.source import StoreSource
+
+    try:
+        return open_source(spec, default_store=StoreSource)
+    except (InvalidSource, SourceUnavailable) as error:
+        errors.print(f"[red]tracebridge:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find: str | None) -> Trace:
+    """The one trace a command is about, by id, by order id or by any attribute."""
+    from tracebridge.analysis.sources import SourceUnavailable, TraceNotFound
+
+    chosen = [option for option in (trace_id, order, find) if option]
+    if len(chosen) != 1:
+        errors.print("[red]tracebridge:[/] name one trace: a TRACE_ID, --order ID or --find KEY=VALUE")
+        raise typer.Exit(2)
+    source = _source(spec)
+    try:
+        if trace_id is None:
+            key, value = ("order.id", order) if order else (find or "").partition("=")[::2]
+            if not key or value is None or (find and "=" not in find):
+                errors.print("[red]tracebridge:[/] --find takes KEY=VALUE, e.g. --find order.id=o-42")
+                raise typer.Exit(2)
+            found = source.find(key, str(value))
+            if not found:
+                errors.print(f"[red]tracebridge:[/] no trace has {key}={value} in {source.describe()}")
+                raise typer.Exit(1)
+            if len(found) > 1:
+                errors.print(f"[yellow]{len(found)} traces have {key}={value}; showing the newest[/]")
+            trace_id = found[0]
+        return source.trace(trace_id)
+    except TraceNotFound:
+        errors.print(f"[red]tracebridge:[/] no trace {trace_id} in {source.describe()}")
+        raise typer.Exit(1) from None
+    except SourceUnavailable as error:
+        errors.print(f"[red]tracebridge:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+TraceId = Annotated[str | None, typer.Argument(help="Trace id (32 hex characters).", show_default=False)]
+OrderOption = Annotated[str | None, typer.Option("--order", help="Find the trace by order.id.")]
+FindOption = Annotated[
+    str | None, typer.Option("--find", help="Find the trace by KEY=VALUE of any attribute.")
+]
+
+
+@app.command("trace")
+def trace_command(
+    trace_id: TraceId = None,
+    order: OrderOption = None,
+    find: FindOption = None,
+    source: SourceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Waterfall of one trace, async hops included: queue waits, errors, the critical path."""
+    import json
+    from dataclasses import asdict
+
+    from tracebridge.analysis.diagnosis import diagnose
+    from tracebridge.render.waterfall import waterfall
+
+    trace = _load_trace(source, trace_id, order, find)
+    diagnosis = diagnose(trace)
+    if as_json:
+        spans = [
+            asdict(span) | {"critical": span.span_id in diagnosis.critical_span_ids} for span in trace.spans
+        ]
+        print(json.dumps({"trace_id": diagnosis.trace_id, "spans": spans}, default=str))
+        return
+    console.print(waterfall(trace, diagnosis, console.width))
+    console.print(f"\n[bold yellow]{diagnosis.headline}[/]   (◆ critical path, ░ waiting in a topic)")
+
+
+@app.command()
+def diagnose(
+    trace_id: TraceId = None,
+    order: OrderOption = None,
+    find: FindOption = None,
+    source: SourceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The verdict for one trace: which hop cost most, what failed, retries, dead letters."""
+    import json
+    from dataclasses import asdict
+
+    from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
+    from tracebridge.render.report import diagnosis_view
+
+    diagnosis = run_diagnosis(_load_trace(source, trace_id, order, find))
+    if as_json:
+        data = asdict(diagnosis)
+        data["critical_span_ids"] = sorted(diagnosis.critical_span_ids)
+        data["end_to_end_ns"] = diagnosis.end_to_end_ns
+        data["headline"] = diagnosis.headline
+        print(json.dumps(data, default=str))
+        return
+    console.print(diagnosis_view(diagnosis))
+
+
+@app.command()
+def doctor(
+    source: SourceOption = None,
+    since: Annotated[str, typer.Option(help="How far back to look (30m, 12h, 7d).")] = "1h",
+    unprocessed_after: Annotated[
+        str, typer.Option(help="A record not processed this long after it was sent counts as lost.")
+    ] = "60s",
+    as_json: JsonOption = False,
+) -> None:
+    """Find broken context chains and lost messages, grouped by topic and service."""
+    import json
+    from dataclasses import asdict
+
+    from tracebridge.analysis.doctor import doctor as run_doctor
+    from tracebridge.analysis.sources import SourceUnavailable
+    from tracebridge.render.report import doctor_view
+
+    now = time.time_ns()
+    reader = _source(source)
+    try:
+        spans = reader.recent_spans(now - int(_parse_age(since) * 1e9))
+    except SourceUnavailable as error:
+        errors.print(f"[red]tracebridge:[/] {error}")
+        raise typer.Exit(1) from None
+    chains = run_doctor(spans, now, _parse_age(unprocessed_after))
+    if as_json:
+        print(json.dumps({"spans_examined": len(spans), "broken": [asdict(chain) for chain in chains]}))
+        return
+    console.print(f"[dim]{len(spans)} spans examined from {reader.describe()}[/]")
+    console.print(doctor_view(chains, since))
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ class Settings:
     baggage_attributes: tuple[str, ...] = ()
     exporter_retry_after_s: float = 5.0
     shutdown_timeout_s: float = 2.0
+    collector_token: str | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -136,6 +137,7 @@ class Settings:
             ),
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
+            collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
             problems=tuple(reader.problems),
         )
 

@@ -1,1 +1,1 @@
-"""OTLP/HTTP receiving: decoding and the receiver the demo and tests export to."""
+"""The embedded trace backend: OTLP/HTTP receiver, SQLite store, query API."""

@@ -1,8 +1,8 @@
 """Run the demo chain for real and collect its traces.
 
-Embedded broker, an OTLP receiver, and four services each in its own process under
-``tracebridge run`` — the same zero-code path a user takes.  Used by ``tracebridge demo`` to
-print one order's trace, and by the end-to-end test to assert on exactly that trace.
+Embedded broker, a collector with its own store, and four services each in its own process
+under ``tracebridge run`` — the same zero-code path a user takes.  Used by ``tracebridge demo``
+to print one order's trace and diagnosis, and by the end-to-end test to assert on exactly that.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from tracebridge import processes
-from tracebridge.analysis.model import SpanRecord, Trace
+from tracebridge.analysis.model import Trace
 from tracebridge.broker import EmbeddedBroker, free_port
-from tracebridge.collector.receiver import OtlpReceiver
+from tracebridge.collector.process import CollectorProcess
+from tracebridge.collector.store import SpanStore
 
 SERVICES = ("web", "mailer", "worker", "shipper")
 TOPICS = ("orders", "shipments")
@@ -37,12 +38,12 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoResult:
-    """What a demo run produced: one trace per order, and where the logs are."""
+    """What a demo run produced: one trace per order, and where everything is."""
 
     order_ids: list[str]
-    traces: dict[str, Trace]
+    traces: dict[str, Trace]  # order id → its trace
     log_dir: Path
-    spans: list[SpanRecord] = field(default_factory=list)
+    db: Path
 
 
 def _service_env(
@@ -82,25 +83,28 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout
     raise DemoError(f"{url} did not answer within {timeout:.0f}s:\n{processes.tail(log)}")
 
 
-def complete_traces(spans: list[SpanRecord]) -> dict[str, Trace]:
-    """Traces that went the whole way: order placed through to shipment processed."""
-    by_trace: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
-    complete = {}
-    for trace_id, members in by_trace.items():
-        names = {span.name for span in members}
-        if FIRST_SPAN in names and LAST_SPAN in names and len(members) >= SPANS_PER_ORDER:
-            complete[trace_id] = Trace(members)
-    return complete
+def complete_trace(store: SpanStore, order_id: str) -> Trace | None:
+    """The order's trace, once it went the whole way: placed through to shipment processed."""
+    found = store.trace_ids_with("order.id", order_id, limit=1)
+    if not found:
+        return None
+    spans = store.trace(found[0])
+    names = {span.name for span in spans}
+    if FIRST_SPAN in names and LAST_SPAN in names and len(spans) >= SPANS_PER_ORDER:
+        return Trace(spans)
+    return None
 
 
-def run_chain(orders: int = 1, timeout: float = 60.0, log_dir: Path | None = None) -> DemoResult:
+def run_chain(
+    orders: int = 1, timeout: float = 60.0, log_dir: Path | None = None, db: Path | None = None
+) -> DemoResult:
     """Start everything, place ``orders`` orders over HTTP, wait for their full traces, stop."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="tracebridge-demo-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    db = db or log_dir / "traces.db"
     running: list[subprocess.Popen[bytes]] = []
-    with EmbeddedBroker() as broker, OtlpReceiver() as receiver:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    with EmbeddedBroker() as broker, CollectorProcess(db, log_dir / "collector.log", clean) as collector:
         broker.create_topics(list(TOPICS), partitions=1)
         ports = {"web": free_port(), "mailer": free_port()}
         try:
@@ -109,7 +113,7 @@ def run_chain(orders: int = 1, timeout: float = 60.0, log_dir: Path | None = Non
                 logs[name] = log_dir / f"{name}.log"
                 command = [sys.executable, "-m", "tracebridge", "run", "--"]
                 command += [sys.executable, "-m", "tracebridge.demo.services", name]
-                env = _service_env(os.environ, name, broker.bootstrap_servers, receiver.endpoint, ports)
+                env = _service_env(os.environ, name, broker.bootstrap_servers, collector.url, ports)
                 running.append(processes.spawn(command, env, logs[name]))
             for name in ("web", "mailer"):
                 process = running[SERVICES.index(name)]
@@ -123,15 +127,20 @@ def run_chain(orders: int = 1, timeout: float = 60.0, log_dir: Path | None = Non
                     timeout=10,
                 )
                 response.raise_for_status()
-            try:
-                receiver.sink.wait_for(lambda spans: len(complete_traces(spans)) >= orders, timeout)
-            except TimeoutError as error:
-                details = "\n".join(f"--- {n}.log\n{processes.tail(p)}" for n, p in logs.items())
-                raise DemoError(f"{error}\n{details}") from None
-            # Let stragglers of the same traces (the last batch of a slower service) arrive.
-            time.sleep(0.3)
-            spans = receiver.sink.spans()
-            return DemoResult(order_ids, complete_traces(spans), log_dir, spans)
+            store = SpanStore(db)
+            traces: dict[str, Trace] = {}
+            deadline = time.monotonic() + timeout
+            while len(traces) < len(order_ids):
+                for order_id in order_ids:
+                    if order_id not in traces and (trace := complete_trace(store, order_id)) is not None:
+                        traces[order_id] = trace
+                if time.monotonic() > deadline:
+                    details = "\n".join(f"--- {n}.log\n{processes.tail(p)}" for n, p in logs.items())
+                    raise DemoError(
+                        f"{len(traces)} of {orders} orders completed within {timeout:.0f}s\n{details}"
+                    )
+                time.sleep(0.1)
+            return DemoResult(order_ids, traces, log_dir, db)
         finally:
             for process in running:
                 processes.stop(process)

@@ -1,0 +1,297 @@
+"""The answer to "this order was slow or failed — which hop, and why?" for one trace."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tracebridge.analysis.critical_path import (
+    NETWORK,
+    PROCESSING,
+    PUBLISH,
+    QUEUE_WAIT,
+    Segment,
+    critical_path,
+    topic_of,
+)
+from tracebridge.analysis.model import SpanRecord, Trace
+
+DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".DLQ")
+
+
+def format_duration(ns: int | float) -> str:
+    """Human durations: 2.1 s, 350 ms, 12.3 ms, 45 µs."""
+    if ns >= 1e9:
+        return f"{ns / 1e9:.1f} s"
+    if ns >= 100e6:
+        return f"{ns / 1e6:.0f} ms"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e3:.0f} µs"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One send→process edge: how long publishing, waiting in the topic and processing took."""
+
+    topic: str
+    producer: str
+    consumer: str
+    send_span_id: str
+    process_span_id: str
+    publish_ns: int
+    queue_wait_ns: int
+    processing_ns: int
+    clock_skew: bool
+    attempt: int
+    failed: bool
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A span that ended in error, with the exception it recorded."""
+
+    service: str
+    span_name: str
+    span_id: str
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A record delivered more than once to the same consumer group."""
+
+    topic: str
+    partition: str
+    offset: int
+    group: str
+    service: str
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record routed to a dead-letter topic."""
+
+    topic: str
+    service: str
+    span_id: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The costliest part of the critical path."""
+
+    category: str
+    service: str
+    duration_ns: int
+    share: float
+    topic: str | None = None
+    peer: str | None = None
+    span_name: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.category == QUEUE_WAIT:
+            return f"queue wait on `{self.topic}` before {self.service}"
+        if self.category == PUBLISH:
+            return f"publishing to `{self.topic}` from {self.service}"
+        if self.category == NETWORK:
+            return f"network from {self.service} to {self.peer or 'its peer'}"
+        return f"processing in {self.service}" + (f" ({self.span_name})" if self.span_name else "")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything `tracebridge diagnose` says about a trace."""
+
+    trace_id: str
+    start_ns: int
+    end_ns: int
+    span_count: int
+    services: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    verdict: Verdict | None
+    hops: tuple[Hop, ...]
+    failures: tuple[Failure, ...]
+    retries: tuple[Retry, ...]
+    dead_letters: tuple[DeadLetter, ...]
+    broken_hops: int
+    critical_span_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def end_to_end_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def headline(self) -> str:
+        if self.verdict is None:
+            return f"{format_duration(self.end_to_end_ns)} end to end"
+        return f"{self.verdict.share:.0%} of {format_duration(self.end_to_end_ns)}: {self.verdict.where}"
+
+
+def _is_consumer(span: SpanRecord) -> bool:
+    return span.kind == "CONSUMER"
+
+
+def producer_of(trace: Trace, span: SpanRecord) -> SpanRecord | None:
+    """The send span a process span's record came from: its parent, else a linked span."""
+    parent = trace.by_id.get(span.parent_span_id or "")
+    if parent is not None and parent.kind == "PRODUCER":
+        return parent
+    for link in span.links:
+        target = trace.by_id.get(link.span_id)
+        if target is not None and target.kind == "PRODUCER":
+            return target
+    return None
+
+
+def hops(trace: Trace) -> list[Hop]:
+    """Every send→process edge with publish time, queue wait and processing time.
+
+    Queue wait comes from ``tracebridge.queue_wait_ms`` when the consumer measured it, else
+    from span timestamps; a negative gap is clock skew, reported as such and counted as 0.
+    """
+    found = []
+    for span in trace.spans:
+        if not _is_consumer(span):
+            continue
+        send = producer_of(trace, span)
+        if send is None:
+            continue
+        measured = span.attributes.get("tracebridge.queue_wait_ms")
+        skew = span.attributes.get("tracebridge.clock_skew") is True
+        if isinstance(measured, int | float) and not isinstance(measured, bool):
+            wait = int(float(measured) * 1e6)
+        else:
+            wait = span.start_ns - send.end_ns
+            if wait < 0:
+                skew, wait = True, 0
+        found.append(
+            Hop(
+                topic=topic_of(span) or topic_of(send) or "?",
+                producer=send.service,
+                consumer=span.service,
+                send_span_id=send.span_id,
+                process_span_id=span.span_id,
+                publish_ns=send.duration_ns,
+                queue_wait_ns=max(0, wait),
+                processing_ns=span.duration_ns,
+                clock_skew=skew,
+                attempt=_attempt(span),
+                failed=span.status == "ERROR",
+            )
+        )
+    return sorted(found, key=lambda hop: trace.by_id[hop.process_span_id].start_ns)
+
+
+def failures(trace: Trace) -> list[Failure]:
+    out = []
+    for span in trace.spans:
+        if span.status != "ERROR":
+            continue
+        exception = next((event for event in span.events if event.name == "exception"), None)
+        error_type = str(
+            (exception.attributes.get("exception.type") if exception else None)
+            or span.attributes.get("error.type")
+            or "error"
+        )
+        message = str(
+            (exception.attributes.get("exception.message") if exception else None) or span.status_message
+        )
+        out.append(Failure(span.service, span.name, span.span_id, error_type, message))
+    return out
+
+
+def retries(trace: Trace) -> list[Retry]:
+    """Records delivered more than once: by the attempt the instrumentation counted, or — for
+    a redelivery after a consumer process died — by two process spans of one offset."""
+    deliveries: dict[tuple[str, str, int, str], list[SpanRecord]] = defaultdict(list)
+    for span in trace.spans:
+        if not _is_consumer(span):
+            continue
+        offset = span.attributes.get("messaging.kafka.offset")
+        if not isinstance(offset, int):
+            continue
+        key = (
+            topic_of(span) or "?",
+            str(span.attributes.get("messaging.destination.partition.id", "?")),
+            offset,
+            str(span.attributes.get("messaging.consumer.group.name", span.service)),
+        )
+        deliveries[key].append(span)
+    out = []
+    for (topic, partition, offset, group), spans in deliveries.items():
+        counted = max(_attempt(s) for s in spans)
+        count = max(len(spans), counted)
+        if count > 1:
+            out.append(Retry(topic, partition, offset, group, spans[-1].service, count))
+    return out
+
+
+def _attempt(span: SpanRecord) -> int:
+    value = span.attributes.get("tracebridge.delivery.attempt", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def dead_letters(trace: Trace) -> list[DeadLetter]:
+    return [
+        DeadLetter(topic, span.service, span.span_id)
+        for span in trace.spans
+        if span.kind == "PRODUCER" and (topic := topic_of(span)) and topic.endswith(DEAD_LETTER_SUFFIXES)
+    ]
+
+
+def verdict(segments: list[Segment], trace: Trace, end_to_end_ns: int) -> Verdict | None:
+    """The (category, service, topic/peer) group of segments that cost the most."""
+    if not segments or end_to_end_ns <= 0:
+        return None
+    totals: dict[tuple[str, str, str | None, str | None], int] = defaultdict(int)
+    longest: dict[tuple[str, str, str | None, str | None], Segment] = {}
+    for segment in segments:
+        key = (
+            segment.category,
+            segment.service,
+            segment.topic,
+            segment.peer if segment.category == NETWORK else None,
+        )
+        totals[key] += segment.duration_ns
+        if key not in longest or segment.duration_ns > longest[key].duration_ns:
+            longest[key] = segment
+    key = max(totals, key=lambda k: totals[k])
+    category, service, topic, peer = key
+    span = trace.by_id.get(longest[key].span_id)
+    return Verdict(
+        category=category,
+        service=service,
+        duration_ns=totals[key],
+        share=totals[key] / end_to_end_ns,
+        topic=topic,
+        peer=peer,
+        span_name=span.name if span is not None and category == PROCESSING else None,
+    )
+
+
+def diagnose(trace: Trace) -> Diagnosis:
+    """The verdict for one trace: critical path, hop breakdown, failures, retries, DLQ."""
+    if not trace.spans:
+        raise ValueError("an empty trace has no diagnosis")
+    start = min(span.start_ns for span in trace.spans)
+    end = max(span.end_ns for span in trace.spans)
+    segments = critical_path(trace)
+    return Diagnosis(
+        trace_id=trace.spans[0].trace_id,
+        start_ns=start,
+        end_ns=end,
+        span_count=len(trace.spans),
+        services=tuple(sorted({span.service for span in trace.spans})),
+        segments=tuple(segments),
+        verdict=verdict(segments, trace, end - start),
+        hops=tuple(hops(trace)),
+        failures=tuple(failures(trace)),
+        retries=tuple(retries(trace)),
+        dead_letters=tuple(dead_letters(trace)),
+        broken_hops=sum(1 for s in trace.spans if s.attributes.get("tracebridge.context.source") == "none"),
+        critical_span_ids=frozenset(segment.span_id for segment in segments),
+    )

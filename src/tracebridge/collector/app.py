@@ -1,0 +1,316 @@
+"""The collector's HTTP surface: OTLP/HTTP ingestion and the JSON query API (Starlette).
+
+Ingestion answers only after the spans are committed, so an acknowledged span is never lost;
+the writer groups whatever requests are waiting into one transaction, so that costs one commit
+per burst rather than one per request.  When the writer falls behind, new requests get 429
+with ``Retry-After`` — the OTLP exporters back off and retry — instead of queueing without
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import secrets
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tracebridge.analysis.model import SpanRecord
+from tracebridge.analysis.service_map import service_map
+from tracebridge.collector.store import SpanStore, TraceNotFound, WriteResult
+from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+@dataclass
+class CollectorConfig:
+    """Limits and policies of one collector."""
+
+    max_body_bytes: int = 8 * 1024 * 1024  # after decompression
+    max_pending_requests: int = 64  # requests waiting for the writer before we answer 429
+    retry_after_s: int = 1
+    retention_max_age_s: float | None = 7 * 24 * 3600
+    retention_max_bytes: int | None = 2 * 1024**3
+    retention_every_s: float = 60.0
+    token: str | None = None
+
+
+class PayloadTooLarge(ValueError):
+    pass
+
+
+class _Writer:
+    """One thread that owns the store's writes; requests wait on a future for their commit."""
+
+    def __init__(self, store: SpanStore, config: CollectorConfig) -> None:
+        self.store = store
+        self.config = config
+        self.pending: queue.Queue[tuple[ExportTraceServiceRequest, asyncio.Future[WriteResult]] | None] = (
+            queue.Queue()
+        )
+        self.thread = threading.Thread(target=self._run, name="tracebridge-store-writer", daemon=True)
+        self.stopping = threading.Event()
+        self.thread.start()
+        self.retention = threading.Thread(target=self._retain, name="tracebridge-retention", daemon=True)
+        self.retention.start()
+
+    def submit(self, request: ExportTraceServiceRequest) -> asyncio.Future[WriteResult] | None:
+        """Queue a request; ``None`` if the writer is too far behind (answer 429)."""
+        if self.pending.qsize() >= self.config.max_pending_requests:
+            return None
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self.pending.put((request, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self.pending.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 256:
+                try:
+                    more = self.pending.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.pending.put(None)
+                    break
+                batch.append(more)
+            try:
+                results: list[WriteResult] | BaseException = self.store.write(
+                    [request for request, _ in batch]
+                )
+            except BaseException as error:  # reported to every waiting request, never swallowed
+                results = error
+            for index, (_request, future) in enumerate(batch):
+                loop = future.get_loop()
+                if isinstance(results, BaseException):
+                    loop.call_soon_threadsafe(_fail, future, results)
+                else:
+                    loop.call_soon_threadsafe(_succeed, future, results[index])
+
+    def _retain(self) -> None:
+        while not self.stopping.wait(self.config.retention_every_s):
+            try:
+                self.store.apply_retention(self.config.retention_max_age_s, self.config.retention_max_bytes)
+            except Exception:  # retention must never stop ingestion; it retries next round
+                continue
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.pending.put(None)
+        self.thread.join(timeout=10)
+
+
+def _succeed(future: asyncio.Future[WriteResult], result: WriteResult) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[WriteResult], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _status(code: int, message: str, content_type: str, http_status: int, **headers: str) -> Response:
+    """An OTLP error answer: a google.rpc.Status in the request's encoding."""
+    status = status_pb2.Status(code=code, message=message)
+    if content_type == JSON:
+        body = json_format.MessageToJson(status).encode()
+    else:
+        body = status.SerializeToString()
+        content_type = PROTOBUF
+    return Response(body, status_code=http_status, media_type=content_type, headers=headers)
+
+
+def _decompress(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    data = inflater.decompress(body, limit + 1)
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+    if not inflater.eof:
+        raise ValueError("truncated gzip body")
+    return data
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starlette:
+    """The collector's ASGI application."""
+    config = config or CollectorConfig()
+    writer = _Writer(store, config)
+
+    async def ingest(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in (PROTOBUF, JSON):
+            return _status(
+                3, f"unsupported Content-Type {content_type!r}: send {PROTOBUF} or {JSON}", JSON, 415
+            )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            return _status(
+                3, f"unsupported Content-Encoding {encoding!r}: send gzip or none", content_type, 415
+            )
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            if encoding == "gzip":
+                body = _decompress(body, config.max_body_bytes)
+            parsed = parse_json(body) if content_type == JSON else parse_protobuf(body)
+        except PayloadTooLarge as error:
+            return _status(8, str(error), content_type, 413)
+        except (InvalidOtlp, ValueError, zlib.error, EOFError) as error:
+            return _status(3, f"malformed request: {error}", content_type, 400)
+        submitted = writer.submit(parsed)
+        if submitted is None:
+            return _status(
+                14,
+                "collector is busy; retry later",
+                content_type,
+                429,
+                **{"Retry-After": str(config.retry_after_s)},
+            )
+        try:
+            result = await submitted
+        except Exception as error:
+            return _status(
+                14,
+                f"could not store spans: {error}",
+                content_type,
+                503,
+                **{"Retry-After": str(config.retry_after_s)},
+            )
+        response = ExportTraceServiceResponse()
+        if result.rejected:
+            response.partial_success.rejected_spans = result.rejected
+            response.partial_success.error_message = f"{result.rejected} spans rejected: {result.reason}"
+        if content_type == JSON:
+            return Response(json_format.MessageToJson(response), media_type=JSON)
+        return Response(response.SerializeToString(), media_type=PROTOBUF)
+
+    def get_trace(request: Request) -> Response:
+        trace_id = request.path_params["trace_id"].lower()
+        if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
+            return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
+        try:
+            spans = store.trace(trace_id)
+        except TraceNotFound:
+            return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
+        return JSONResponse({"trace_id": trace_id, "spans": [span_json(span) for span in spans]})
+
+    def search(request: Request) -> Response:
+        query = request.query_params
+        try:
+            attribute = None
+            if query.get("attr"):
+                key, sep, value = query["attr"].partition("=")
+                if not sep or not key:
+                    raise ValueError("attr is key=value")
+                attribute = (key, value)
+            summaries = store.search(
+                service=query.get("service") or None,
+                name=query.get("name") or None,
+                attribute=attribute,
+                min_duration_ns=int(float(query.get("min_duration_ms", "0")) * 1e6) or None,
+                errors_only=query.get("error", "").lower() in ("1", "true", "yes"),
+                start_ns=int(query["start_ns"]) if query.get("start_ns") else None,
+                end_ns=int(query["end_ns"]) if query.get("end_ns") else None,
+                limit=max(1, min(int(query.get("limit", "20")), 1000)),
+                offset=max(0, int(query.get("offset", "0"))),
+            )
+        except ValueError as error:
+            return JSONResponse({"error": f"bad query: {error}"}, status_code=400)
+        return JSONResponse({"traces": [asdict(summary) for summary in summaries]})
+
+    def services(request: Request) -> Response:
+        return JSONResponse({"services": store.services()})
+
+    def get_service_map(request: Request) -> Response:
+        try:
+            since_ns = int(request.query_params.get("start_ns", "0"))
+        except ValueError:
+            return JSONResponse({"error": "start_ns is an integer"}, status_code=400)
+        return JSONResponse({"edges": service_map(store.spans_between(since_ns))})
+
+    def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "spans": store.span_count()})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/traces", ingest, methods=["POST"]),
+            Route("/api/traces/{trace_id}", get_trace),
+            Route("/api/traces", search),
+            Route("/api/services", services),
+            Route("/api/service-map", get_service_map),
+            Route("/api/health", health),
+        ],
+        lifespan=_stops(writer),
+    )
+    if config.token:
+        app.add_middleware(BearerToken, token=config.token)
+    return app
+
+
+class BearerToken:
+    """Refuses every request without ``Authorization: Bearer <token>`` (non-loopback binds)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            supplied = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(supplied, b"Bearer " + self.token):
+                response = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def span_json(span: SpanRecord) -> dict[str, Any]:
+    """A span as the query API returns it."""
+    data = asdict(span)
+    data["duration_ns"] = span.duration_ns
+    encoded: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return encoded
+
+
+def _stops(writer: _Writer) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        writer.stop()
+
+    return lifespan

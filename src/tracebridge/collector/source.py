@@ -1,0 +1,42 @@
+"""The embedded store as an analysis :class:`Source` (the CLI's default ``--source``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tracebridge.analysis.model import SpanRecord, Trace
+from tracebridge.analysis.sources import SourceUnavailable, TraceNotFound
+from tracebridge.collector.store import DEFAULT_DB, SpanStore
+from tracebridge.collector.store import TraceNotFound as StoreTraceNotFound
+
+
+class StoreSource:
+    """Reads a collector's SQLite store; never creates one."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path else DEFAULT_DB
+        if not self.path.exists():
+            raise SourceUnavailable(
+                f"no trace store at {self.path}: start one with `tracebridge collector` "
+                "(or `tracebridge demo`), or pass --source with a Jaeger URL or an OTLP JSON file"
+            )
+        self.store = SpanStore(self.path)
+        if self.store.span_count() == 0:
+            raise SourceUnavailable(
+                f"the trace store at {self.path} is empty: no service has exported spans to it yet"
+            )
+
+    def describe(self) -> str:
+        return f"store {self.path}"
+
+    def trace(self, trace_id: str) -> Trace:
+        try:
+            return Trace(self.store.trace(trace_id))
+        except StoreTraceNotFound:
+            raise TraceNotFound(trace_id) from None
+
+    def find(self, key: str, value: str, limit: int = 20) -> list[str]:
+        return self.store.trace_ids_with(key, value, limit)
+
+    def recent_spans(self, since_ns: int) -> list[SpanRecord]:
+        return self.store.spans_between(since_ns)

@@ -1,0 +1,422 @@
+"""The trace store: SQLite in WAL mode, one writer and any number of readers.
+
+Each span keeps its OTLP protobuf bytes (cheap to write, decoded only when a trace is read)
+next to the columns the indexes need: trace id, service + start time, and an attribute table
+that holds each (key, value) once per trace — so ``order.id`` on every span of an order costs
+one row, and "find the trace of order o-42" is a single index lookup.  Spans of one trace
+arriving minutes apart (async hops) simply land under the same trace id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracebridge.analysis.model import SpanRecord
+from tracebridge.otlp import attributes, record_from_span, span_problem
+
+DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
+# Attribute values longer than this, and these keys, are kept on the span but not indexed:
+# they are unique per span (stack traces, documents) and would only bloat the index.
+MAX_INDEXED_VALUE = 256
+UNINDEXED_PREFIXES = ("exception.", "code.", "query", "db.statement", "http.user_agent", "user_agent")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    service TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_service_time ON spans (service, start_ns);
+CREATE INDEX IF NOT EXISTS spans_time ON spans (start_ns);
+CREATE TABLE IF NOT EXISTS attributes (
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    PRIMARY KEY (key, value, trace_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attributes_trace ON attributes (trace_id);
+CREATE TABLE IF NOT EXISTS links (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    linked_trace_id TEXT NOT NULL,
+    linked_span_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS links_target ON links (linked_trace_id, linked_span_id);
+CREATE INDEX IF NOT EXISTS links_trace ON links (trace_id);
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+"""
+
+
+class TraceNotFound(LookupError):
+    """No span of that trace id is stored."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one request added: spans stored, spans rejected and why."""
+
+    accepted: int
+    rejected: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """One line of a search result."""
+
+    trace_id: str
+    root_service: str
+    root_name: str
+    start_ns: int
+    end_ns: int
+    span_count: int
+    error_count: int
+    services: tuple[str, ...]
+    broken: bool
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
+    else:
+        connection = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
+
+
+def _resource_id(resource: Resource) -> tuple[int, bytes]:
+    body = resource.SerializeToString(deterministic=True)
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True), body
+
+
+_SCALAR_VALUES = frozenset(("string_value", "int_value", "bool_value", "double_value"))
+
+
+def _indexable(key: str, value: Any) -> str | None:
+    """The text under which an attribute value is indexed, or ``None`` if it isn't."""
+    if key.startswith(UNINDEXED_PREFIXES):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and len(value) <= MAX_INDEXED_VALUE:
+        return value
+    return None
+
+
+class SpanStore:
+    """Writes (one writer: :meth:`write`) and reads spans in a SQLite file."""
+
+    def __init__(self, path: Path | str = DEFAULT_DB) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(self.path)
+        self._writer.executescript(_SCHEMA)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- writing ------------------------------------------------------------------------------
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> list[WriteResult]:
+        """Store the valid spans of several requests in one transaction (group commit)."""
+        span_rows: list[tuple[Any, ...]] = []
+        attribute_rows: set[tuple[str, str, str]] = set()
+        link_rows: list[tuple[str, str, str, str]] = []
+        resource_rows: dict[int, bytes] = {}
+        results: list[WriteResult] = []
+        for request in requests:
+            accepted = rejected = 0
+            reason = ""
+            for resource_spans in request.resource_spans:
+                resource_id, resource_body = _resource_id(resource_spans.resource)
+                resource_rows[resource_id] = resource_body
+                service = "unknown_service"
+                for pair in resource_spans.resource.attributes:
+                    if pair.key == "service.name":
+                        service = pair.value.string_value or service
+                for scope_spans in resource_spans.scope_spans:
+                    scope = scope_spans.scope.name
+                    for span in scope_spans.spans:
+                        problem = span_problem(span)
+                        if problem is not None:
+                            rejected += 1
+                            reason = reason or problem
+                            continue
+                        accepted += 1
+                        trace_id = span.trace_id.hex()
+                        span_id = span.span_id.hex()
+                        span_rows.append(
+                            (
+                                trace_id,
+                                span_id,
+                                span.parent_span_id.hex() or None,
+                                service,
+                                span.name,
+                                span.kind,
+                                span.start_time_unix_nano,
+                                span.end_time_unix_nano or span.start_time_unix_nano,
+                                span.status.code,
+                                resource_id,
+                                scope,
+                                span.SerializeToString(),
+                            )
+                        )
+                        for pair in span.attributes:
+                            which = pair.value.WhichOneof("value")
+                            if which in _SCALAR_VALUES:
+                                text = _indexable(pair.key, getattr(pair.value, which))
+                                if text is not None:
+                                    attribute_rows.add((pair.key, text, trace_id))
+                        for link in span.links:
+                            link_rows.append((trace_id, span_id, link.trace_id.hex(), link.span_id.hex()))
+            results.append(WriteResult(accepted, rejected, reason))
+        with self._write_lock:
+            cursor = self._writer.cursor()
+            cursor.execute("BEGIN")
+            try:
+                cursor.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?)", resource_rows.items())
+                cursor.executemany(
+                    "INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", span_rows
+                )
+                cursor.executemany("INSERT OR IGNORE INTO attributes VALUES (?, ?, ?)", attribute_rows)
+                cursor.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", link_rows)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        return results
+
+    def apply_retention(self, max_age_s: float | None, max_bytes: int | None) -> int:
+        """Delete whole traces older than ``max_age_s``, then oldest traces while the file is
+        larger than ``max_bytes``; returns how many spans went."""
+        deleted = 0
+        if max_age_s is not None:
+            cutoff = time.time_ns() - int(max_age_s * 1e9)
+            deleted += self._delete_traces(
+                "SELECT DISTINCT trace_id FROM spans WHERE start_ns < ?", (cutoff,)
+            )
+        if max_bytes is not None:
+            for _ in range(100):
+                if self.size_bytes() <= max_bytes:
+                    break
+                removed = self._delete_traces(
+                    "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY min(start_ns) LIMIT "
+                    "(SELECT max(1, count(DISTINCT trace_id) / 10) FROM spans)",
+                    (),
+                )
+                deleted += removed
+                if not removed:
+                    break
+                with self._write_lock:
+                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    self._writer.execute("VACUUM")
+        return deleted
+
+    def _delete_traces(self, select: str, parameters: tuple[Any, ...]) -> int:
+        with self._write_lock:
+            cursor = self._writer.cursor()
+            cursor.execute("BEGIN")
+            try:
+                cursor.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (trace_id TEXT PRIMARY KEY)")
+                cursor.execute("DELETE FROM doomed")
+                cursor.execute(f"INSERT OR IGNORE INTO doomed {select}", parameters)
+                cursor.execute("DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM doomed)")
+                deleted = cursor.rowcount
+                cursor.execute("DELETE FROM attributes WHERE trace_id IN (SELECT trace_id FROM doomed)")
+                cursor.execute("DELETE FROM links WHERE trace_id IN (SELECT trace_id FROM doomed)")
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        return max(deleted, 0)
+
+    def size_bytes(self) -> int:
+        """Database plus write-ahead log, as on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            candidate = Path(f"{self.path}{suffix}")
+            if candidate.exists():
+                total += candidate.stat().st_size
+        return total
+
+    # -- reading ------------------------------------------------------------------------------
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = _connect(self.path, readonly=True)
+            self._local.connection = connection
+        yield connection
+
+    def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[SpanRecord]:
+        """Rows of (service, scope, resource_id, body) → records."""
+        resources: dict[int, dict[str, Any]] = {}
+        out: list[SpanRecord] = []
+        with self._reader() as connection:
+            for service, scope, resource_id, body in rows:
+                if resource_id not in resources:
+                    row = connection.execute(
+                        "SELECT body FROM resources WHERE id = ?", (resource_id,)
+                    ).fetchone()
+                    resource = Resource()
+                    if row is not None:
+                        resource.ParseFromString(row[0])
+                    resources[resource_id] = attributes(resource.attributes)
+                span = Span()
+                span.ParseFromString(body)
+                out.append(record_from_span(span, service, resources[resource_id], scope))
+        return out
+
+    def trace(self, trace_id: str) -> list[SpanRecord]:
+        """Every stored span of a trace; :class:`TraceNotFound` if there is none."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT service, scope, resource_id, body FROM spans WHERE trace_id = ? ORDER BY start_ns",
+                (trace_id.lower(),),
+            ).fetchall()
+        if not rows:
+            raise TraceNotFound(trace_id)
+        return self._records(rows)
+
+    def trace_ids_with(self, key: str, value: str, limit: int = 20) -> list[str]:
+        """Traces that have a span with attribute ``key`` = ``value`` (newest first)."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT a.trace_id FROM attributes a JOIN spans s ON s.trace_id = a.trace_id "
+                "WHERE a.key = ? AND a.value = ? GROUP BY a.trace_id ORDER BY max(s.start_ns) DESC LIMIT ?",
+                (key, value, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def search(
+        self,
+        *,
+        service: str | None = None,
+        name: str | None = None,
+        attribute: tuple[str, str] | None = None,
+        min_duration_ns: int | None = None,
+        errors_only: bool = False,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[TraceSummary]:
+        """Traces matching every given filter, newest first."""
+        where: list[str] = []
+        parameters: list[Any] = []
+        if service:
+            where.append("s.service = ?")
+            parameters.append(service)
+        if name:
+            where.append("s.name = ?")
+            parameters.append(name)
+        if errors_only:
+            where.append("s.status = 2")
+        if start_ns is not None:
+            where.append("s.start_ns >= ?")
+            parameters.append(start_ns)
+        if end_ns is not None:
+            where.append("s.start_ns <= ?")
+            parameters.append(end_ns)
+        if attribute is not None:
+            where.append("s.trace_id IN (SELECT trace_id FROM attributes WHERE key = ? AND value = ?)")
+            parameters.extend(attribute)
+        candidates = (
+            "SELECT s.trace_id FROM spans s"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " GROUP BY s.trace_id ORDER BY max(s.start_ns) DESC"
+        )
+        having = " HAVING max(end_ns) - min(start_ns) >= ?" if min_duration_ns else ""
+        query = (
+            "SELECT trace_id, min(start_ns), max(end_ns), count(*), sum(status = 2), "
+            "group_concat(DISTINCT service), "
+            "sum(kind = 5 AND parent_id IS NULL AND trace_id NOT IN (SELECT trace_id FROM links)) "
+            f"FROM spans WHERE trace_id IN ({candidates}) GROUP BY trace_id{having} "
+            "ORDER BY min(start_ns) DESC LIMIT ? OFFSET ?"
+        )
+        if min_duration_ns:
+            parameters.append(min_duration_ns)
+        parameters.extend((limit, offset))
+        with self._reader() as connection:
+            rows = connection.execute(query, parameters).fetchall()
+            summaries = []
+            for trace_id, first, last, count, errors, services, broken in rows:
+                root = connection.execute(
+                    "SELECT service, name FROM spans WHERE trace_id = ? "
+                    "ORDER BY (parent_id IS NOT NULL), start_ns LIMIT 1",
+                    (trace_id,),
+                ).fetchone()
+                summaries.append(
+                    TraceSummary(
+                        trace_id=trace_id,
+                        root_service=root[0],
+                        root_name=root[1],
+                        start_ns=first,
+                        end_ns=last,
+                        span_count=count,
+                        error_count=errors or 0,
+                        services=tuple(sorted((services or "").split(","))),
+                        broken=bool(broken),
+                    )
+                )
+        return summaries
+
+    def services(self) -> list[str]:
+        """Every service that sent spans."""
+        with self._reader() as connection:
+            return [
+                row[0] for row in connection.execute("SELECT DISTINCT service FROM spans ORDER BY service")
+            ]
+
+    def spans_between(
+        self, start_ns: int, end_ns: int | None = None, limit: int = 200_000
+    ) -> list[SpanRecord]:
+        """Spans that started in a time window (for the doctor and the service map)."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT service, scope, resource_id, body FROM spans WHERE start_ns >= ? AND start_ns <= ? "
+                "ORDER BY start_ns LIMIT ?",
+                (start_ns, end_ns if end_ns is not None else 2**63 - 1, limit),
+            ).fetchall()
+        return self._records(rows)
+
+    def span_count(self) -> int:
+        with self._reader() as connection:
+            return int(connection.execute("SELECT count(*) FROM spans").fetchone()[0])
+
+    def close(self) -> None:
+        self._writer.close()
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()

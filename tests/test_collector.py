@@ -1,0 +1,236 @@
+"""The collector over real sockets and a real SQLite file: ingestion, limits, query API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import httpx
+import pytest
+from google.rpc import status_pb2
+from opentelemetry import baggage, context
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from tests.conftest import RunningCollector
+from tracebridge.collector.app import CollectorConfig
+from tracebridge.sdk import BaggageAttributesProcessor
+
+
+def export_with(exporter, service: str = "order") -> tuple[str, str]:
+    """Three spans (server → producer, and an internal child) through a real SDK + exporter."""
+    provider = TracerProvider(resource=Resource({"service.name": service}))
+    provider.add_span_processor(BaggageAttributesProcessor(("order.id",)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    token = context.attach(baggage.set_baggage("order.id", "o-77"))
+    try:
+        with tracer.start_as_current_span("POST /graphql", kind=SpanKind.SERVER) as root:
+            with tracer.start_as_current_span("send orders", kind=SpanKind.PRODUCER) as send:
+                send.set_attribute("messaging.destination.name", "orders")
+            with tracer.start_as_current_span("validate"):
+                pass
+    finally:
+        context.detach(token)
+    provider.shutdown()
+    return f"{root.get_span_context().trace_id:032x}", f"{root.get_span_context().span_id:016x}"
+
+
+def assert_stored(collector: RunningCollector, trace_id: str, root_id: str) -> None:
+    body = httpx.get(f"{collector.url}/api/traces/{trace_id}").json()
+    spans = {span["name"]: span for span in body["spans"]}
+    assert set(spans) == {"POST /graphql", "send orders", "validate"}
+    assert spans["POST /graphql"]["parent_span_id"] is None and spans["POST /graphql"]["span_id"] == root_id
+    assert spans["send orders"]["parent_span_id"] == root_id and spans["send orders"]["kind"] == "PRODUCER"
+    assert {span["service"] for span in spans.values()} == {"order"}
+    assert all(span["attributes"]["order.id"] == "o-77" for span in spans.values())
+
+
+def test_standard_protobuf_exporter_round_trip(collector) -> None:
+    trace_id, root_id = export_with(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
+    assert_stored(collector, trace_id, root_id)
+
+
+def test_standard_exporter_with_gzip(collector) -> None:
+    exporter = OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces", compression=Compression.Gzip)
+    assert_stored(collector, *export_with(exporter))
+
+
+def test_standard_json_exporter_keeps_hex_ids(collector) -> None:
+    from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter as JsonExporter
+
+    assert_stored(collector, *export_with(JsonExporter(endpoint=f"{collector.url}/v1/traces")))
+
+
+def test_search_by_attribute_service_and_services_list(collector) -> None:
+    trace_id, _ = export_with(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
+    export_with(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"), service="billing")
+    found = httpx.get(
+        f"{collector.url}/api/traces", params={"attr": "order.id=o-77", "service": "order"}
+    ).json()
+    assert [t["trace_id"] for t in found["traces"]] == [trace_id]
+    summary = found["traces"][0]
+    assert (summary["root_name"], summary["span_count"], summary["error_count"]) == ("POST /graphql", 3, 0)
+    assert httpx.get(f"{collector.url}/api/services").json() == {"services": ["billing", "order"]}
+    assert httpx.get(f"{collector.url}/api/traces", params={"attr": "order.id=nope"}).json() == {"traces": []}
+    assert httpx.get(f"{collector.url}/api/traces", params={"attr": "no-equals"}).status_code == 400
+
+
+def _request(*, trace_id: bytes, span_id: bytes, name: str = "s", start: int = 1_000, end: int = 2_000):
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "unit"
+    span = resource_spans.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = trace_id, span_id, name
+    span.start_time_unix_nano, span.end_time_unix_nano = start, end
+    return request
+
+
+def _post(
+    collector, body: bytes, content_type: str = "application/x-protobuf", **headers: str
+) -> httpx.Response:
+    return httpx.post(
+        f"{collector.url}/v1/traces", content=body, headers={"Content-Type": content_type, **headers}
+    )
+
+
+def test_invalid_spans_are_rejected_with_partial_success(collector) -> None:
+    request = _request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+    bad = request.resource_spans[0].scope_spans[0].spans.add()
+    bad.trace_id, bad.span_id, bad.name = bytes(16), b"\x03" * 8, "zero trace id"
+    response = _post(collector, request.SerializeToString())
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert "invalid trace_id" in answer.partial_success.error_message
+    assert collector.store.span_count() == 1
+
+
+def test_spans_of_one_trace_arriving_apart_join_one_trace(collector) -> None:
+    first = _request(trace_id=b"\x07" * 16, span_id=b"\x01" * 8, name="send orders")
+    later = _request(
+        trace_id=b"\x07" * 16, span_id=b"\x02" * 8, name="process orders", start=60 * 10**9, end=61 * 10**9
+    )
+    later.resource_spans[0].scope_spans[0].spans[0].parent_span_id = b"\x01" * 8
+    assert _post(collector, first.SerializeToString()).status_code == 200
+    assert _post(collector, later.SerializeToString()).status_code == 200
+    spans = httpx.get(f"{collector.url}/api/traces/{'07' * 16}").json()["spans"]
+    assert [(s["name"], s["parent_span_id"]) for s in spans] == [
+        ("send orders", None),
+        ("process orders", "01" * 8),
+    ]
+
+
+def test_malformed_protobuf_is_400_with_rpc_status_and_stores_nothing(collector) -> None:
+    response = _post(collector, b"\xff\xff\xff garbage")
+    assert response.status_code == 400
+    status = status_pb2.Status.FromString(response.content)
+    assert status.code == 3 and "malformed" in status.message
+    assert collector.store.span_count() == 0
+
+
+def test_malformed_json_is_400_in_json(collector) -> None:
+    response = _post(
+        collector,
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+        "application/json",
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert "not hex" in response.json()["message"]
+    assert collector.store.span_count() == 0
+
+
+def test_wrong_content_type_is_415(collector) -> None:
+    response = _post(collector, b"hello", "text/plain")
+    assert response.status_code == 415 and collector.store.span_count() == 0
+
+
+def test_oversized_body_is_413(tmp_path) -> None:
+    with RunningCollector(tmp_path / "t.db", CollectorConfig(max_body_bytes=10_000)) as small:
+        response = _post(
+            small, _request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="x" * 20_000).SerializeToString()
+        )
+        assert response.status_code == 413
+        assert small.store.span_count() == 0
+
+
+def test_gzip_bomb_is_413_after_decompression(tmp_path) -> None:
+    bomb = gzip.compress(b"\x00" * 50_000_000)
+    assert len(bomb) < 100_000
+    with RunningCollector(tmp_path / "t.db", CollectorConfig(max_body_bytes=1_000_000)) as small:
+        response = _post(small, bomb, **{"Content-Encoding": "gzip"})
+        assert response.status_code == 413
+        assert status_pb2.Status.FromString(response.content).code == 8
+        assert small.store.span_count() == 0
+
+
+def test_truncated_gzip_is_400(collector) -> None:
+    body = gzip.compress(_request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString())[:-8]
+    assert _post(collector, body, **{"Content-Encoding": "gzip"}).status_code == 400
+
+
+def test_overloaded_writer_answers_429_with_retry_after(tmp_path) -> None:
+    with RunningCollector(
+        tmp_path / "t.db", CollectorConfig(max_pending_requests=0, retry_after_s=3)
+    ) as busy:
+        response = _post(busy, _request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString())
+        assert response.status_code == 429 and response.headers["retry-after"] == "3"
+        assert busy.store.span_count() == 0
+
+
+def test_bearer_token_guards_ingestion_and_api(tmp_path) -> None:
+    with RunningCollector(tmp_path / "t.db", CollectorConfig(token="s3cret")) as guarded:
+        body = _request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString()
+        assert _post(guarded, body).status_code == 401
+        assert httpx.get(f"{guarded.url}/api/services").status_code == 401
+        assert _post(guarded, body, Authorization="Bearer s3cret").status_code == 200
+        response = httpx.get(f"{guarded.url}/api/services", headers={"Authorization": "Bearer s3cret"})
+        assert response.json() == {"services": ["unit"]}
+
+
+def test_unknown_and_invalid_trace_ids(collector) -> None:
+    assert httpx.get(f"{collector.url}/api/traces/{'ab' * 16}").status_code == 404
+    assert httpx.get(f"{collector.url}/api/traces/not-a-trace").status_code == 400
+
+
+def test_retention_deletes_whole_old_traces(collector) -> None:
+    import time
+
+    now = time.time_ns()
+    old = _request(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        start=now - 10 * 86400 * 10**9,
+        end=now - 10 * 86400 * 10**9 + 1,
+    )
+    new = _request(trace_id=b"\x03" * 16, span_id=b"\x04" * 8, start=now, end=now + 1)
+    for request in (old, new):
+        assert _post(collector, request.SerializeToString()).status_code == 200
+    assert collector.store.apply_retention(max_age_s=86400, max_bytes=None) == 1
+    assert httpx.get(f"{collector.url}/api/traces/{'01' * 16}").status_code == 404
+    assert httpx.get(f"{collector.url}/api/traces/{'03' * 16}").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
+def test_success_answers_in_the_request_encoding(collector, content_type) -> None:
+    request = _request(trace_id=b"\x05" * 16, span_id=b"\x06" * 8)
+    if content_type == "application/json":
+        from tracebridge.otlp import to_json
+
+        body = to_json(request).encode()
+    else:
+        body = request.SerializeToString()
+    response = _post(collector, body, content_type)
+    assert response.status_code == 200 and response.headers["content-type"].startswith(content_type)
+    if content_type == "application/json":
+        assert json.loads(response.content) == {}
