@@ -1,6 +1,11 @@
-"""The demo chain as real processes under `tracebridge run`: one trace per order, exact tree."""
+"""The demo chain as real processes under `tracebridge run`, exporting to a real collector:
+one trace per order with the exact tree, and the CLI's answers about it."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -9,8 +14,20 @@ from tracebridge.demo.runner import DemoResult, run_chain
 
 
 @pytest.fixture(scope="module")
-def demo() -> DemoResult:
-    return run_chain(orders=3, timeout=90)
+def demo(tmp_path_factory) -> DemoResult:
+    return run_chain(orders=3, timeout=90, log_dir=tmp_path_factory.mktemp("demo"))
+
+
+def cli(demo: DemoResult, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "tracebridge", *args, "--source", str(demo.db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def only(trace: Trace, service: str, name: str) -> SpanRecord:
@@ -20,11 +37,10 @@ def only(trace: Trace, service: str, name: str) -> SpanRecord:
 
 
 def test_every_order_is_one_complete_trace(demo: DemoResult) -> None:
-    assert len(demo.traces) == 3
-    traced_orders = {
-        next(iter({s.attributes["order.id"] for s in trace.spans})) for trace in demo.traces.values()
-    }
-    assert traced_orders == set(demo.order_ids)
+    assert set(demo.traces) == set(demo.order_ids)
+    for order_id, trace in demo.traces.items():
+        assert len(trace.trace_ids) == 1
+        assert {s.attributes["order.id"] for s in trace.spans} == {order_id}
 
 
 def test_trace_has_exactly_the_expected_spans_and_parents(demo: DemoResult) -> None:
@@ -81,3 +97,39 @@ def test_each_service_reports_its_own_service_name(demo: DemoResult) -> None:
     for trace in demo.traces.values():
         assert {s.service for s in trace.spans} == {"web", "worker", "mailer", "shipper"}
         assert all(s.resource.get("telemetry.distro.name") == "tracebridge" for s in trace.spans)
+
+
+def test_trace_command_finds_the_order_and_marks_the_whole_chain_critical(demo: DemoResult) -> None:
+    order_id = demo.order_ids[0]
+    data = cli(demo, "trace", "--order", order_id)
+    assert data["trace_id"] == demo.traces[order_id].spans[0].trace_id
+    assert len(data["spans"]) == 7
+    critical = {span["name"] for span in data["spans"] if span["critical"]}
+    assert {
+        "POST /orders",
+        "send orders",
+        "process orders",
+        "send shipments",
+        "process shipments",
+    } <= critical
+
+
+def test_diagnose_command_breaks_down_both_hops(demo: DemoResult) -> None:
+    data = cli(demo, "diagnose", "--order", demo.order_ids[-1])
+    assert [(h["topic"], h["producer"], h["consumer"]) for h in data["hops"]] == [
+        ("orders", "web", "worker"),
+        ("shipments", "worker", "shipper"),
+    ]
+    trace = demo.traces[demo.order_ids[-1]]
+    assert data["end_to_end_ns"] == max(s.end_ns for s in trace.spans) - min(s.start_ns for s in trace.spans)
+    assert (
+        sum(segment["end_ns"] - segment["start_ns"] for segment in data["segments"]) == data["end_to_end_ns"]
+    )
+    assert data["failures"] == [] and data["retries"] == [] and data["dead_letters"] == []
+    assert data["verdict"]["share"] > 0
+
+
+def test_doctor_finds_no_broken_chain_in_the_demo(demo: DemoResult) -> None:
+    data = cli(demo, "doctor", "--since", "1h", "--unprocessed-after", "0s")
+    assert data["spans_examined"] >= 21
+    assert data["broken"] == []

@@ -65,20 +65,31 @@ def reaches(trace: Trace) -> dict[str, int]:
     return reach
 
 
-def critical_path(trace: Trace) -> list[Segment]:
-    """Segments from the trace's first start to its last end, in time order."""
+@dataclass(frozen=True)
+class CriticalPath:
+    """The segments, in time order, and every span the path runs through (a span can be on
+    the path with no time of its own: a send whose publish overlapped the queue wait)."""
+
+    segments: tuple[Segment, ...]
+    span_ids: frozenset[str]
+
+
+def critical_path(trace: Trace) -> CriticalPath:
+    """The path from the trace's first start to its last end."""
     if not trace.spans:
-        return []
+        return CriticalPath((), frozenset())
     reach = reaches(trace)
     root = max(trace.roots, key=lambda span: reach[span.span_id])
     segments: list[Segment] = []
     # An explicit stack, not recursion: a long chain of hops must not hit the recursion limit.
     work = [(root, reach[root.span_id])]
+    on_path: set[str] = set()
     while work:
         span, limit = work.pop()
+        on_path.add(span.span_id)
         _explain(trace, reach, span, limit, segments, work)
     segments.sort(key=lambda segment: (segment.start_ns, segment.end_ns))
-    return [segment for segment in segments if segment.duration_ns > 0]
+    return CriticalPath(tuple(s for s in segments if s.duration_ns > 0), frozenset(on_path))
 
 
 def _explain(

@@ -279,7 +279,8 @@ def diagnose(trace: Trace) -> Diagnosis:
         raise ValueError("an empty trace has no diagnosis")
     start = min(span.start_ns for span in trace.spans)
     end = max(span.end_ns for span in trace.spans)
-    segments = critical_path(trace)
+    path = critical_path(trace)
+    segments = list(path.segments)
     return Diagnosis(
         trace_id=trace.spans[0].trace_id,
         start_ns=start,
@@ -293,5 +294,5 @@ def diagnose(trace: Trace) -> Diagnosis:
         retries=tuple(retries(trace)),
         dead_letters=tuple(dead_letters(trace)),
         broken_hops=sum(1 for s in trace.spans if s.attributes.get("tracebridge.context.source") == "none"),
-        critical_span_ids=frozenset(segment.span_id for segment in segments),
+        critical_span_ids=path.span_ids,
     )

@@ -13,7 +13,7 @@ from tracebridge.analysis.diagnosis import Diagnosis, format_duration, producer_
 from tracebridge.analysis.model import SpanRecord, Trace
 
 MIN_BAR, MAX_BAR = 10, 60
-NOTES_WIDTH = 14
+NOTES_WIDTH = 16
 TABLE_OVERHEAD = 15  # rich's padding and separators for six columns
 _KIND_STYLE = {"SERVER": "green", "CLIENT": "cyan", "PRODUCER": "magenta", "CONSUMER": "yellow"}
 
@@ -56,8 +56,9 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
     """A rich Table: marker, service, span (indented), bar, duration and the hop facts, fitted
     to ``width`` columns (the bar takes what the text columns leave)."""
     rows = tree_order(trace)
-    service_width = min(16, max(len(span.service) for span, _ in rows))
-    name_width = min(36 if width >= 110 else 24, max(len(span.name) + 2 * depth for span, depth in rows))
+    narrow = width < 100
+    service_width = min(12 if narrow else 20, max(len(span.service) for span, _ in rows))
+    name_width = min(18 if narrow else 36, max(len(span.name) + 2 * depth for span, depth in rows))
     text_width = 1 + service_width + name_width + 8 + NOTES_WIDTH + TABLE_OVERHEAD
     bar_width = max(MIN_BAR, min(MAX_BAR, width - text_width))
     start = diagnosis.start_ns
@@ -70,11 +71,11 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
         pad_edge=False,
     )
     table.add_column("", width=1)
-    table.add_column("service", style="bold blue", no_wrap=True, min_width=service_width)
-    table.add_column("span", no_wrap=True, max_width=name_width, overflow="ellipsis")
+    table.add_column("service", style="bold blue", no_wrap=True, width=service_width, overflow="ellipsis")
+    table.add_column("span", no_wrap=True, width=name_width, overflow="ellipsis")
     table.add_column(f"0 … {format_duration(diagnosis.end_to_end_ns)}", no_wrap=True, width=bar_width)
     table.add_column("duration", justify="right", no_wrap=True, min_width=8)
-    table.add_column("", overflow="fold", max_width=NOTES_WIDTH)
+    table.add_column("", overflow="fold", min_width=NOTES_WIDTH, max_width=NOTES_WIDTH)
     for span, depth in rows:
         critical = span.span_id in diagnosis.critical_span_ids
         name = Text("  " * depth + span.name, style="bold red" if span.status == "ERROR" else "")
