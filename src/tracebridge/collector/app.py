@@ -23,7 +23,6 @@ from typing import Any
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracebridge.analysis.model import SpanRecord
 from tracebridge.analysis.service_map import service_map
-from tracebridge.collector.store import SpanStore, TraceNotFound, WriteResult
+from tracebridge.collector.store import PreparedBatch, SpanStore, TraceNotFound, WriteResult
 from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
 
 PROTOBUF = "application/x-protobuf"
@@ -64,21 +63,21 @@ class _Writer:
     def __init__(self, store: SpanStore, config: CollectorConfig) -> None:
         self.store = store
         self.config = config
-        self.pending: queue.Queue[tuple[ExportTraceServiceRequest, asyncio.Future[WriteResult]] | None] = (
-            queue.Queue()
-        )
-        self.thread = threading.Thread(target=self._run, name="tracebridge-store-writer", daemon=True)
+        self.pending: queue.Queue[tuple[PreparedBatch, asyncio.Future[WriteResult]] | None] = queue.Queue()
         self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tracebridge-store-writer", daemon=True)
         self.thread.start()
         self.retention = threading.Thread(target=self._retain, name="tracebridge-retention", daemon=True)
         self.retention.start()
 
-    def submit(self, request: ExportTraceServiceRequest) -> asyncio.Future[WriteResult] | None:
-        """Queue a request; ``None`` if the writer is too far behind (answer 429)."""
-        if self.pending.qsize() >= self.config.max_pending_requests:
-            return None
+    def busy(self) -> bool:
+        """Too far behind to take more: answer 429 before doing any work for the request."""
+        return self.pending.qsize() >= self.config.max_pending_requests
+
+    def submit(self, batch: PreparedBatch) -> asyncio.Future[WriteResult]:
+        """Queue a prepared request; the future completes once it is committed."""
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self.pending.put((request, future))
+        self.pending.put((batch, future))
         return future
 
     def _run(self) -> None:
@@ -96,18 +95,17 @@ class _Writer:
                     self.pending.put(None)
                     break
                 batch.append(more)
+            failure: BaseException | None = None
             try:
-                results: list[WriteResult] | BaseException = self.store.write(
-                    [request for request, _ in batch]
-                )
+                self.store.commit([prepared for prepared, _ in batch])
             except BaseException as error:  # reported to every waiting request, never swallowed
-                results = error
-            for index, (_request, future) in enumerate(batch):
+                failure = error
+            for prepared, future in batch:
                 loop = future.get_loop()
-                if isinstance(results, BaseException):
-                    loop.call_soon_threadsafe(_fail, future, results)
+                if failure is not None:
+                    loop.call_soon_threadsafe(_fail, future, failure)
                 else:
-                    loop.call_soon_threadsafe(_succeed, future, results[index])
+                    loop.call_soon_threadsafe(_succeed, future, prepared.result)
 
     def _retain(self) -> None:
         while not self.stopping.wait(self.config.retention_every_s):
@@ -174,15 +172,16 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
 
     async def ingest(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        retry = {"Retry-After": str(config.retry_after_s)}
+        if writer.busy():
+            return _status(14, "collector is busy; retry later", content_type, 429, **retry)
         if content_type not in (PROTOBUF, JSON):
-            return _status(
-                3, f"unsupported Content-Type {content_type!r}: send {PROTOBUF} or {JSON}", JSON, 415
-            )
+            message = f"unsupported Content-Type {content_type!r}: send {PROTOBUF} or {JSON}"
+            return _status(3, message, JSON, 415)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
-            return _status(
-                3, f"unsupported Content-Encoding {encoding!r}: send gzip or none", content_type, 415
-            )
+            message = f"unsupported Content-Encoding {encoding!r}: send gzip or none"
+            return _status(3, message, content_type, 415)
         try:
             body = await _read_body(request, config.max_body_bytes)
             if encoding == "gzip":
@@ -192,25 +191,12 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
             return _status(8, str(error), content_type, 413)
         except (InvalidOtlp, ValueError, zlib.error, EOFError) as error:
             return _status(3, f"malformed request: {error}", content_type, 400)
-        submitted = writer.submit(parsed)
-        if submitted is None:
-            return _status(
-                14,
-                "collector is busy; retry later",
-                content_type,
-                429,
-                **{"Retry-After": str(config.retry_after_s)},
-            )
         try:
-            result = await submitted
+            # Rows are built here, in Python, while the writer thread is in SQLite (which
+            # releases the GIL) with the previous requests: the two overlap.
+            result = await writer.submit(store.prepare(parsed))
         except Exception as error:
-            return _status(
-                14,
-                f"could not store spans: {error}",
-                content_type,
-                503,
-                **{"Retry-After": str(config.retry_after_s)},
-            )
+            return _status(14, f"could not store spans: {error}", content_type, 503, **retry)
         response = ExportTraceServiceResponse()
         if result.rejected:
             response.partial_success.rejected_spans = result.rejected

@@ -27,10 +27,18 @@ from tracebridge.analysis.model import SpanRecord
 from tracebridge.otlp import attributes, record_from_span, span_problem
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
-# Attribute values longer than this, and these keys, are kept on the span but not indexed:
-# they are unique per span (stack traces, documents) and would only bloat the index.
+# Attributes whose values are indexed for instant lookup: the business keys people search by.
+# Indexing every attribute of every span costs more than storing the span; any other attribute
+# is still found, by scanning recent spans (``SCAN_WINDOW_S``).
+DEFAULT_INDEXED_ATTRIBUTES = (
+    "order.id",
+    "customer.id",
+    "user.id",
+    "messaging.kafka.message.key",
+    "error.type",
+)
 MAX_INDEXED_VALUE = 256
-UNINDEXED_PREFIXES = ("exception.", "code.", "query", "db.statement", "http.user_agent", "user_agent")
+SCAN_WINDOW_S = 24 * 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -45,11 +53,10 @@ CREATE TABLE IF NOT EXISTS spans (
     status INTEGER NOT NULL,
     resource_id INTEGER NOT NULL,
     scope TEXT NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (trace_id, span_id)
+    body BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
 CREATE INDEX IF NOT EXISTS spans_service_time ON spans (service, start_ns);
-CREATE INDEX IF NOT EXISTS spans_time ON spans (start_ns);
 CREATE TABLE IF NOT EXISTS attributes (
     key TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -86,6 +93,17 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class PreparedBatch:
+    """The rows of one request, ready to commit."""
+
+    span_rows: list[tuple[Any, ...]]
+    attribute_rows: set[tuple[str, str, str]]
+    link_rows: list[tuple[str, str, str, str]]
+    resource_rows: dict[int, bytes]
+    result: WriteResult
+
+
+@dataclass(frozen=True)
 class TraceSummary:
     """One line of a search result."""
 
@@ -111,6 +129,11 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         connection = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint the WAL every ~40 MB rather than every 4 MB, and keep index pages cached:
+        # ingestion is bursts of many small rows into a few B-trees.
+        connection.execute("PRAGMA wal_autocheckpoint=10000")
+        connection.execute("PRAGMA cache_size=-65536")
+        connection.execute("PRAGMA temp_store=MEMORY")
     connection.execute("PRAGMA busy_timeout=10000")
     return connection
 
@@ -120,27 +143,14 @@ def _resource_id(resource: Resource) -> tuple[int, bytes]:
     return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True), body
 
 
-_SCALAR_VALUES = frozenset(("string_value", "int_value", "bool_value", "double_value"))
-
-
-def _indexable(key: str, value: Any) -> str | None:
-    """The text under which an attribute value is indexed, or ``None`` if it isn't."""
-    if key.startswith(UNINDEXED_PREFIXES):
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str) and len(value) <= MAX_INDEXED_VALUE:
-        return value
-    return None
-
-
 class SpanStore:
     """Writes (one writer: :meth:`write`) and reads spans in a SQLite file."""
 
-    def __init__(self, path: Path | str = DEFAULT_DB) -> None:
+    def __init__(
+        self, path: Path | str = DEFAULT_DB, indexed_attributes: Iterable[str] = DEFAULT_INDEXED_ATTRIBUTES
+    ) -> None:
         self.path = Path(path)
+        self.indexed_attributes = frozenset(indexed_attributes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(self.path)
         self._writer.executescript(_SCHEMA)
@@ -149,73 +159,96 @@ class SpanStore:
 
     # -- writing ------------------------------------------------------------------------------
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> list[WriteResult]:
-        """Store the valid spans of several requests in one transaction (group commit)."""
+        """Store the valid spans of several requests in one transaction."""
+        prepared = [self.prepare(request) for request in requests]
+        self.commit(prepared)
+        return [batch.result for batch in prepared]
+
+    def prepare(self, request: ExportTraceServiceRequest) -> PreparedBatch:
+        """The rows one request adds (pure Python: run it outside the writer, so building rows
+        overlaps with SQLite writing the previous ones — sqlite3 releases the GIL)."""
         span_rows: list[tuple[Any, ...]] = []
         attribute_rows: set[tuple[str, str, str]] = set()
         link_rows: list[tuple[str, str, str, str]] = []
         resource_rows: dict[int, bytes] = {}
-        results: list[WriteResult] = []
-        for request in requests:
-            accepted = rejected = 0
-            reason = ""
-            for resource_spans in request.resource_spans:
-                resource_id, resource_body = _resource_id(resource_spans.resource)
-                resource_rows[resource_id] = resource_body
-                service = "unknown_service"
-                for pair in resource_spans.resource.attributes:
-                    if pair.key == "service.name":
-                        service = pair.value.string_value or service
-                for scope_spans in resource_spans.scope_spans:
-                    scope = scope_spans.scope.name
-                    for span in scope_spans.spans:
-                        problem = span_problem(span)
-                        if problem is not None:
-                            rejected += 1
-                            reason = reason or problem
-                            continue
-                        accepted += 1
-                        trace_id = span.trace_id.hex()
-                        span_id = span.span_id.hex()
-                        span_rows.append(
-                            (
-                                trace_id,
-                                span_id,
-                                span.parent_span_id.hex() or None,
-                                service,
-                                span.name,
-                                span.kind,
-                                span.start_time_unix_nano,
-                                span.end_time_unix_nano or span.start_time_unix_nano,
-                                span.status.code,
-                                resource_id,
-                                scope,
-                                span.SerializeToString(),
-                            )
+        indexed = self.indexed_attributes
+        accepted = rejected = 0
+        reason = ""
+        for resource_spans in request.resource_spans:
+            resource_id, resource_body = _resource_id(resource_spans.resource)
+            resource_rows[resource_id] = resource_body
+            service = "unknown_service"
+            for pair in resource_spans.resource.attributes:
+                if pair.key == "service.name":
+                    service = pair.value.string_value or service
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope.name
+                for span in scope_spans.spans:
+                    problem = span_problem(span)
+                    if problem is not None:
+                        rejected += 1
+                        reason = reason or problem
+                        continue
+                    accepted += 1
+                    trace_id = span.trace_id.hex()
+                    span_id = span.span_id.hex()
+                    span_rows.append(
+                        (
+                            trace_id,
+                            span_id,
+                            span.parent_span_id.hex() or None,
+                            service,
+                            span.name,
+                            span.kind,
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano or span.start_time_unix_nano,
+                            span.status.code,
+                            resource_id,
+                            scope,
+                            span.SerializeToString(),
                         )
-                        for pair in span.attributes:
-                            which = pair.value.WhichOneof("value")
-                            if which in _SCALAR_VALUES:
-                                text = _indexable(pair.key, getattr(pair.value, which))
-                                if text is not None:
-                                    attribute_rows.add((pair.key, text, trace_id))
-                        for link in span.links:
-                            link_rows.append((trace_id, span_id, link.trace_id.hex(), link.span_id.hex()))
-            results.append(WriteResult(accepted, rejected, reason))
+                    )
+                    for pair in span.attributes:
+                        if pair.key in indexed:
+                            value = pair.value
+                            which = value.WhichOneof("value")
+                            if which == "string_value":
+                                text = value.string_value
+                            elif which in ("int_value", "double_value", "bool_value"):
+                                text = str(getattr(value, which)).lower()
+                            else:
+                                continue
+                            if len(text) <= MAX_INDEXED_VALUE:
+                                attribute_rows.add((pair.key, text, trace_id))
+                    for link in span.links:
+                        link_rows.append((trace_id, span_id, link.trace_id.hex(), link.span_id.hex()))
+        return PreparedBatch(
+            span_rows, attribute_rows, link_rows, resource_rows, WriteResult(accepted, rejected, reason)
+        )
+
+    def commit(self, batches: Sequence[PreparedBatch]) -> None:
+        """Write prepared batches in one transaction (group commit)."""
+        resource_rows: dict[int, bytes] = {}
+        span_rows: list[tuple[Any, ...]] = []
+        attribute_rows: set[tuple[str, str, str]] = set()
+        link_rows: list[tuple[str, str, str, str]] = []
+        for batch in batches:
+            resource_rows.update(batch.resource_rows)
+            span_rows.extend(batch.span_rows)
+            attribute_rows.update(batch.attribute_rows)
+            link_rows.extend(batch.link_rows)
         with self._write_lock:
             cursor = self._writer.cursor()
             cursor.execute("BEGIN")
             try:
                 cursor.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?)", resource_rows.items())
-                cursor.executemany(
-                    "INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", span_rows
-                )
+                cursor.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", span_rows)
                 cursor.executemany("INSERT OR IGNORE INTO attributes VALUES (?, ?, ?)", attribute_rows)
                 cursor.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", link_rows)
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
-        return results
 
     def apply_retention(self, max_age_s: float | None, max_bytes: int | None) -> int:
         """Delete whole traces older than ``max_age_s``, then oldest traces while the file is
@@ -280,9 +313,11 @@ class SpanStore:
         yield connection
 
     def _records(self, rows: Iterable[tuple[Any, ...]]) -> list[SpanRecord]:
-        """Rows of (service, scope, resource_id, body) → records."""
+        """Rows of (service, scope, resource_id, body) → records, each span once (an exporter
+        that retried after a timeout may have delivered a span twice)."""
         resources: dict[int, dict[str, Any]] = {}
         out: list[SpanRecord] = []
+        seen: set[tuple[bytes, bytes]] = set()
         with self._reader() as connection:
             for service, scope, resource_id, body in rows:
                 if resource_id not in resources:
@@ -295,6 +330,10 @@ class SpanStore:
                     resources[resource_id] = attributes(resource.attributes)
                 span = Span()
                 span.ParseFromString(body)
+                identity = (span.trace_id, span.span_id)
+                if identity in seen:
+                    continue
+                seen.add(identity)
                 out.append(record_from_span(span, service, resources[resource_id], scope))
         return out
 
@@ -310,7 +349,16 @@ class SpanStore:
         return self._records(rows)
 
     def trace_ids_with(self, key: str, value: str, limit: int = 20) -> list[str]:
-        """Traces that have a span with attribute ``key`` = ``value`` (newest first)."""
+        """Traces that have a span with attribute ``key`` = ``value`` (newest first): an index
+        lookup for indexed keys, else a scan of the last ``SCAN_WINDOW_S`` of spans."""
+        if key not in self.indexed_attributes:
+            since = time.time_ns() - int(SCAN_WINDOW_S * 1e9)
+            latest: dict[str, int] = {}
+            for span in self.spans_between(since):
+                found = span.attributes.get(key)
+                if found is not None and (str(found) == value or str(found).lower() == value):
+                    latest[span.trace_id] = max(latest.get(span.trace_id, 0), span.start_ns)
+            return sorted(latest, key=lambda trace_id: latest[trace_id], reverse=True)[:limit]
         with self._reader() as connection:
             rows = connection.execute(
                 "SELECT a.trace_id FROM attributes a JOIN spans s ON s.trace_id = a.trace_id "
@@ -349,9 +397,13 @@ class SpanStore:
         if end_ns is not None:
             where.append("s.start_ns <= ?")
             parameters.append(end_ns)
-        if attribute is not None:
+        if attribute is not None and attribute[0] in self.indexed_attributes:
             where.append("s.trace_id IN (SELECT trace_id FROM attributes WHERE key = ? AND value = ?)")
             parameters.extend(attribute)
+        elif attribute is not None:
+            matching = self.trace_ids_with(*attribute, limit=10_000)
+            where.append(f"s.trace_id IN ({','.join('?' * len(matching)) or 'NULL'})")
+            parameters.extend(matching)
         candidates = (
             "SELECT s.trace_id FROM spans s"
             + (f" WHERE {' AND '.join(where)}" if where else "")
