@@ -163,14 +163,16 @@ def main() -> None:
     p50, p95 = statistics.median(lookups) * 1e3, statistics.quantiles(lookups, n=20)[-1] * 1e3
     print(
         f"\ningest: {requests * BATCH} spans in {seconds:.1f} s = {rate:,.0f} spans/s "
-        f"({requests / seconds:.0f} requests/s vs {empty_rate:.0f} requests/s carrying no spans: "
-        f"{(requests / seconds) / empty_rate:.2f} of the HTTP ceiling); target ≥ 50,000 → {rate / 50_000:.2f} of target"
+        f"({requests / seconds:.0f} requests/s; carrying no spans the same clients reach "
+        f"{empty_rate:.0f} requests/s)"
     )
+    print(f"        target ≥ 50,000 spans/s → {rate / 50_000:.2f} of target")
     print(f"stored: {stored:,} spans, store {size:.0f} MB")
     print(
-        f"lookup by order.id (search + fetch 7 spans) with {stored:,} spans: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-        f"(health round trip p50 {statistics.median(health) * 1e3:.1f} ms); target ≤ 50 ms → p95 at {p95 / 50:.2f} of target"
+        f"lookup by order.id (search + fetch 7 spans) with {stored:,} spans: p50 {p50:.1f} ms, "
+        f"p95 {p95:.1f} ms (a /api/health round trip: p50 {statistics.median(health) * 1e3:.1f} ms)"
     )
+    print(f"        target ≤ 50 ms → p95 at {p95 / 50:.2f} of target")
 
 
 if __name__ == "__main__":
