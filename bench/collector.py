@@ -137,11 +137,9 @@ def main() -> None:
             endpoint = f"{collector.url}/v1/traces"
             empty_seconds = send_all(endpoint, empty, args.clients)
             seconds = send_all(endpoint, payloads, args.clients)
-            stored = httpx.get(f"{collector.url}/api/health").json()["spans"]
-            orders = [
-                1 + random.randrange(requests) * (BATCH // 7 + 1) + random.randrange(BATCH // 7)
-                for _ in range(args.lookups)
-            ]
+            stored = httpx.get(f"{collector.url}/api/health").json()["spans_received"]
+            # every order that was sent, all seven of its spans stored
+            orders = [1 + random.randrange(requests // len(SERVICES) * BATCH) for _ in range(args.lookups)]
             lookups = []
             health = []
             with httpx.Client(timeout=30) as client:
@@ -150,7 +148,13 @@ def main() -> None:
                     found = client.get(
                         f"{collector.url}/api/traces", params={"attr": f"order.id=o-{order}", "limit": 1}
                     )
-                    trace_id = found.json()["traces"][0]["trace_id"]
+                    traces = found.json().get("traces")
+                    if not traces:
+                        raise SystemExit(
+                            f"order o-{order} not found ({found.status_code} {found.text[:300]}); "
+                            f"collector log:\n{Path(folder, 'collector.log').read_text()[-2000:]}"
+                        )
+                    trace_id = traces[0]["trace_id"]
                     spans = client.get(f"{collector.url}/api/traces/{trace_id}").json()["spans"]
                     lookups.append(time.perf_counter() - started)
                     assert len(spans) == 7 and spans[0]["attributes"]["order.id"] == f"o-{order}"

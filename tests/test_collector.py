@@ -234,3 +234,31 @@ def test_success_answers_in_the_request_encoding(collector, content_type) -> Non
     assert response.status_code == 200 and response.headers["content-type"].startswith(content_type)
     if content_type == "application/json":
         assert json.loads(response.content) == {}
+
+
+def test_any_attribute_is_searchable_indexed_or_not(collector) -> None:
+    trace_id, _ = export_with(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
+    assert "messaging.destination.name" not in collector.store.indexed_attributes  # found by scanning
+    found = httpx.get(
+        f"{collector.url}/api/traces", params={"attr": "messaging.destination.name=orders"}
+    ).json()
+    assert [t["trace_id"] for t in found["traces"]] == [trace_id]
+    assert collector.store.trace_ids_with("order.id", "o-77") == [trace_id]  # found by the index
+
+
+def test_readers_use_the_indexed_keys_the_collector_chose(tmp_path) -> None:
+    from tracebridge.collector.store import SpanStore
+
+    SpanStore(tmp_path / "t.db", indexed_attributes=["tenant.id", "order.id"]).close()
+    assert SpanStore(tmp_path / "t.db").indexed_attributes == {"tenant.id", "order.id"}
+
+
+def test_api_sees_spans_stored_after_its_first_query(collector) -> None:
+    """A reader connection that answered before any span arrived must not keep that view."""
+    for _ in range(8):  # touch the reader threads the API uses
+        assert httpx.get(f"{collector.url}/api/health").json()["spans_received"] == 0
+    trace_id, _ = export_with(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
+    for _ in range(8):
+        assert httpx.get(f"{collector.url}/api/health").json()["spans_received"] == 3
+        found = httpx.get(f"{collector.url}/api/traces", params={"attr": "order.id=o-77"}).json()["traces"]
+        assert [t["trace_id"] for t in found] == [trace_id]

@@ -171,12 +171,20 @@ def collector(
     ] = None,
     max_age: Annotated[str, typer.Option(help="Keep traces this long (30m, 12h, 7d).")] = "7d",
     max_size: Annotated[str, typer.Option(help="Keep the store below this size (500MB, 2GB).")] = "2GB",
+    index_attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-attribute",
+            help="Attribute to index for instant lookup (repeatable; default: order.id, customer.id, "
+            "user.id, messaging.kafka.message.key, error.type). Others are found by scanning the last 24 h.",
+        ),
+    ] = None,
 ) -> None:
     """Run the OTLP/HTTP receiver, trace store and query API until Ctrl-C."""
     import uvicorn
 
     from tracebridge.collector.app import CollectorConfig, build_app
-    from tracebridge.collector.store import DEFAULT_DB, SpanStore
+    from tracebridge.collector.store import DEFAULT_DB, DEFAULT_INDEXED_ATTRIBUTES, SpanStore
     from tracebridge.config import Settings
 
     token = token or Settings.from_env().collector_token
@@ -186,7 +194,7 @@ def collector(
             "give --token (or TRACEBRIDGE_COLLECTOR_TOKEN), or bind 127.0.0.1"
         )
         raise typer.Exit(2)
-    store = SpanStore(db or DEFAULT_DB)
+    store = SpanStore(db or DEFAULT_DB, indexed_attributes=index_attribute or DEFAULT_INDEXED_ATTRIBUTES)
     config = CollectorConfig(
         token=token, retention_max_age_s=_parse_age(max_age), retention_max_bytes=_parse_size(max_size)
     )

@@ -250,7 +250,7 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
         return JSONResponse({"edges": service_map(store.spans_between(since_ns))})
 
     def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "spans": store.span_count()})
+        return JSONResponse({"status": "ok", "spans_received": store.spans_received()})
 
     app = Starlette(
         routes=[

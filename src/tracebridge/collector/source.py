@@ -21,7 +21,7 @@ class StoreSource:
                 "(or `tracebridge demo`), or pass --source with a Jaeger URL or an OTLP JSON file"
             )
         self.store = SpanStore(self.path)
-        if self.store.span_count() == 0:
+        if self.store.is_empty():
             raise SourceUnavailable(
                 f"the trace store at {self.path} is empty: no service has exported spans to it yet"
             )

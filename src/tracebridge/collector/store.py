@@ -10,6 +10,7 @@ arriving minutes apart (async hops) simply land under the same trace id.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -72,11 +73,25 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE INDEX IF NOT EXISTS links_target ON links (linked_trace_id, linked_span_id);
 CREATE INDEX IF NOT EXISTS links_trace ON links (trace_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS resources (
     id INTEGER PRIMARY KEY,
     body BLOB NOT NULL
 );
 """
+
+
+def _one(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    """The first row of a query, with its cursor closed: an unfinished statement keeps its read
+    snapshot, so the connection would go on seeing old data (and block WAL checkpoints)."""
+    cursor = connection.execute(sql, parameters)
+    try:
+        return cursor.fetchone()
+    finally:
+        cursor.close()
 
 
 class TraceNotFound(LookupError):
@@ -147,13 +162,19 @@ class SpanStore:
     """Writes (one writer: :meth:`write`) and reads spans in a SQLite file."""
 
     def __init__(
-        self, path: Path | str = DEFAULT_DB, indexed_attributes: Iterable[str] = DEFAULT_INDEXED_ATTRIBUTES
+        self, path: Path | str = DEFAULT_DB, indexed_attributes: Iterable[str] | None = None
     ) -> None:
+        """Open (or create) a store.  ``indexed_attributes`` is the collector's choice and is
+        recorded in the file; a reader passes ``None`` and gets what the file says."""
         self.path = Path(path)
-        self.indexed_attributes = frozenset(indexed_attributes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(self.path)
         self._writer.executescript(_SCHEMA)
+        if indexed_attributes is not None:
+            chosen = json.dumps(sorted(set(indexed_attributes)))
+            self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('indexed_attributes', ?)", (chosen,))
+        row = _one(self._writer, "SELECT value FROM meta WHERE key = 'indexed_attributes'")
+        self.indexed_attributes = frozenset(json.loads(row[0]) if row else DEFAULT_INDEXED_ATTRIBUTES)
         self._write_lock = threading.Lock()
         self._local = threading.local()
 
@@ -321,9 +342,7 @@ class SpanStore:
         with self._reader() as connection:
             for service, scope, resource_id, body in rows:
                 if resource_id not in resources:
-                    row = connection.execute(
-                        "SELECT body FROM resources WHERE id = ?", (resource_id,)
-                    ).fetchone()
+                    row = _one(connection, "SELECT body FROM resources WHERE id = ?", (resource_id,))
                     resource = Resource()
                     if row is not None:
                         resource.ParseFromString(row[0])
@@ -424,11 +443,12 @@ class SpanStore:
             rows = connection.execute(query, parameters).fetchall()
             summaries = []
             for trace_id, first, last, count, errors, services, broken in rows:
-                root = connection.execute(
+                root = _one(
+                    connection,
                     "SELECT service, name FROM spans WHERE trace_id = ? "
                     "ORDER BY (parent_id IS NOT NULL), start_ns LIMIT 1",
                     (trace_id,),
-                ).fetchone()
+                )
                 summaries.append(
                     TraceSummary(
                         trace_id=trace_id,
@@ -463,9 +483,19 @@ class SpanStore:
             ).fetchall()
         return self._records(rows)
 
-    def span_count(self) -> int:
+    def spans_received(self) -> int:
+        """Spans ever stored (the row id high-water mark: instant, unlike counting)."""
         with self._reader() as connection:
-            return int(connection.execute("SELECT count(*) FROM spans").fetchone()[0])
+            return int(_one(connection, "SELECT coalesce(max(rowid), 0) FROM spans")[0])
+
+    def is_empty(self) -> bool:
+        with self._reader() as connection:
+            return _one(connection, "SELECT 1 FROM spans LIMIT 1") is None
+
+    def span_count(self) -> int:
+        """Spans stored now (counts every row: for tests and tools, not for hot paths)."""
+        with self._reader() as connection:
+            return int(_one(connection, "SELECT count(*) FROM spans")[0])
 
     def close(self) -> None:
         self._writer.close()
