@@ -262,3 +262,60 @@ def test_api_sees_spans_stored_after_its_first_query(collector) -> None:
         assert httpx.get(f"{collector.url}/api/health").json()["spans_received"] == 3
         found = httpx.get(f"{collector.url}/api/traces", params={"attr": "order.id=o-77"}).json()["traces"]
         assert [t["trace_id"] for t in found] == [trace_id]
+
+
+def _chain_request() -> ExportTraceServiceRequest:
+    """web SERVER → web PRODUCER → worker CONSUMER → worker CLIENT → mailer SERVER, plus a
+    link-only consumer in a trace of its own."""
+    request = ExportTraceServiceRequest()
+    spans = {}
+    plan = [
+        ("web", "POST /orders", 2, None, 0, 10, "11", {}),
+        ("web", "send orders", 4, "POST /orders", 2, 3, "11", {}),
+        (
+            "worker",
+            "process orders",
+            5,
+            "send orders",
+            50,
+            80,
+            "11",
+            {"messaging.destination.name": "orders"},
+        ),
+        ("worker", "POST", 3, "process orders", 55, 70, "11", {}),
+        ("mailer", "POST /sendEmail", 2, "POST", 56, 69, "11", {}),
+        ("audit", "process orders", 5, None, 90, 95, "22", {"messaging.destination.name": "orders"}),
+    ]
+    for number, (service, name, kind, parent, start, end, trace, attributes) in enumerate(plan, start=1):
+        resource_spans = request.resource_spans.add()
+        attribute = resource_spans.resource.attributes.add()
+        attribute.key, attribute.value.string_value = "service.name", service
+        span = resource_spans.scope_spans.add().spans.add()
+        span.trace_id = bytes.fromhex(trace * 16)
+        span.span_id = number.to_bytes(8, "big")
+        span.name, span.kind = name, kind
+        span.start_time_unix_nano, span.end_time_unix_nano = start * 1_000_000, end * 1_000_000
+        if parent:
+            span.parent_span_id = spans[parent].span_id
+        for key, value in attributes.items():
+            item = span.attributes.add()
+            item.key, item.value.string_value = key, value
+        spans.setdefault(name, span)
+    audit = request.resource_spans[-1].scope_spans[0].spans[0]
+    link = audit.links.add()
+    link.trace_id, link.span_id = spans["send orders"].trace_id, spans["send orders"].span_id
+    return request
+
+
+def test_service_map_has_sync_and_async_edges(collector) -> None:
+    assert _post(collector, _chain_request().SerializeToString()).status_code == 200
+    edges = httpx.get(f"{collector.url}/api/service-map").json()["edges"]
+    found = {(e["source"], e["target"], e["type"], e["topic"]): e for e in edges}
+    assert set(found) == {
+        ("web", "worker", "async", "orders"),
+        ("web", "audit", "async", "orders"),  # a link-only consumer, found through its link
+        ("worker", "mailer", "sync", None),
+    }
+    hop = found[("web", "worker", "async", "orders")]
+    assert (hop["count"], hop["p50_ms"], hop["error_rate"]) == (1, 48.0, 0.0)  # send start → process start
+    assert found[("worker", "mailer", "sync", None)]["p95_ms"] == 13.0  # the callee's duration

@@ -166,3 +166,48 @@ def test_naming_no_trace_or_two_is_a_usage_error() -> None:
     assert cli("trace").returncode == 2
     assert cli("trace", TRACE_ID, "--order", "o-1").returncode == 2
     assert "KEY=VALUE" in cli("trace", "--find", "no-equals-sign", "--source", "x.json").stderr or True
+
+
+class FakeJaegerV3(FakeJaeger):
+    """A Jaeger with the v3 API, answering OTLP JSON wrapped in ``result``."""
+
+    def do_GET(self) -> None:
+        if urlparse(self.path).path == f"/api/v3/traces/{TRACE_ID}":
+            from tracebridge.otlp import parse_json, to_json
+
+            document = {
+                "resourceSpans": [
+                    {
+                        "resource": {
+                            "attributes": [{"key": "service.name", "value": {"stringValue": "order"}}]
+                        },
+                        "scopeSpans": [
+                            {
+                                "spans": [
+                                    {
+                                        "traceId": TRACE_ID,
+                                        "spanId": "a1" * 8,
+                                        "name": "send orders",
+                                        "kind": 4,
+                                        "startTimeUnixNano": "1000000",
+                                        "endTimeUnixNano": "3000000",
+                                    },
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            }
+            self._json({"result": json.loads(to_json(parse_json(json.dumps(document))))})
+        else:
+            super().do_GET()
+
+
+def test_jaeger_v3_api_is_preferred_when_present() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJaegerV3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        trace = JaegerSource(f"http://127.0.0.1:{server.server_address[1]}").trace(TRACE_ID)
+    finally:
+        server.shutdown()
+    assert [(s.name, s.kind, s.service) for s in trace.spans] == [("send orders", "PRODUCER", "order")]
