@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import read_topic, unique
 from tracebridge.broker import free_port
-from tracebridge.collector.receiver import OtlpReceiver
 from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
 
 APPS = Path(__file__).parent / "apps"
@@ -151,54 +151,60 @@ def test_dead_collector_costs_counted_spans_not_messages_or_time(bootstrap, brok
     assert "Traceback" not in result.stderr
 
 
-def test_exporting_to_a_live_collector_delivers_every_span(bootstrap, broker) -> None:
+def stored_spans(collector, at_least: int, timeout: float = 15.0) -> list:
+    deadline = time.monotonic() + timeout
+    while collector.store.span_count() < at_least:
+        assert time.monotonic() < deadline, f"only {collector.store.span_count()} spans arrived"
+        time.sleep(0.05)
+    return collector.store.spans_between(0)
+
+
+def test_exporting_to_a_live_collector_delivers_every_span(bootstrap, broker, collector) -> None:
     topic = unique("live-collector")
     broker.create_topics([topic], partitions=1)
-    with OtlpReceiver() as receiver:
-        env = clean_env(
-            OTEL_SERVICE_NAME="busy",
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            TOPIC=topic,
-            COUNT="50",
-            PROBE="1",
-        )
-        result = tracebridge_run("produce_consume.py", env)
-        assert result.returncode == 0, result.stderr
-        spans = receiver.sink.spans()
+    env = clean_env(
+        OTEL_SERVICE_NAME="busy",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC=topic,
+        COUNT="50",
+        PROBE="1",
+    )
+    result = tracebridge_run("produce_consume.py", env)
+    assert result.returncode == 0, result.stderr
+    spans = stored_spans(collector, 100)
     assert "dropped 0 exported 100" in result.stdout
     assert sorted({s.name for s in spans}) == [f"process {topic}", f"send {topic}"]
     assert len(spans) == 100 and {s.service for s in spans} == {"busy"}
 
 
-def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker) -> None:
+def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker, collector) -> None:
     topic = unique("stock")
     broker.create_topics([topic], partitions=1)
-    with OtlpReceiver() as receiver:
-        env = clean_env(
-            OTEL_SERVICE_NAME="stock",
-            OTEL_TRACES_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-            OTEL_METRICS_EXPORTER="none",
-            OTEL_LOGS_EXPORTER="none",
-            # the contrib aiokafka instrumentation is installed too (for the benchmark): use ours
-            OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiokafka",
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            TOPIC=topic,
-            COUNT="5",
-        )
-        instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-        result = subprocess.run(
-            [str(instrument), sys.executable, str(APPS / "produce_consume.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        spans = receiver.sink.wait_for(lambda s: len(s) >= 10, timeout=15)
+    env = clean_env(
+        OTEL_SERVICE_NAME="stock",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        # the contrib aiokafka instrumentation is installed too (for the benchmark): use ours
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiokafka",
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC=topic,
+        COUNT="5",
+    )
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(instrument), sys.executable, str(APPS / "produce_consume.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    spans = stored_spans(collector, 10)
     processes = [s for s in spans if s.name == f"process {topic}"]
     assert len(processes) == 5
     assert all(s.attributes["tracebridge.context.source"] == "headers" for s in processes)
