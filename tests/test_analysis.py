@@ -149,30 +149,23 @@ def test_failures_retries_and_dead_letters_are_reported() -> None:
     boom = EventRecord(
         "exception", 5 * MS, {"exception.type": "SmtpError", "exception.message": "relay refused"}
     )
-    first = consumer(
-        "process orders",
-        "notification-worker",
-        3,
-        5,
-        send,
-        status="ERROR",
-        events=(boom,),
-        messaging__kafka__offset=7,
-        messaging__destination__partition__id="0",
-        messaging__consumer__group__name="notification",
-    )
-    second = consumer(
-        "process orders",
-        "notification-worker",
-        20,
-        22,
-        send,
-        status="ERROR",
-        events=(boom,),
-        messaging__kafka__offset=7,
-        messaging__destination__partition__id="0",
-        messaging__consumer__group__name="notification",
-    )
+
+    def failed_delivery(start: float, end: float) -> SpanRecord:
+        """The same record (orders[0]@7, group notification) failing again."""
+        return consumer(
+            "process orders",
+            "notification-worker",
+            start,
+            end,
+            send,
+            status="ERROR",
+            events=(boom,),
+            messaging__kafka__offset=7,
+            messaging__destination__partition__id="0",
+            messaging__consumer__group__name="notification",
+        )
+
+    first, second = failed_delivery(3, 5), failed_delivery(20, 22)
     dlq = span(
         "send orders.dlq",
         "notification-worker",
