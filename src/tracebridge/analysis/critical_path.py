@@ -48,6 +48,14 @@ def topic_of(span: SpanRecord) -> str | None:
     return None
 
 
+def measured_queue_wait_ns(span: SpanRecord) -> int | None:
+    """The queue wait the consumer measured (``tracebridge.queue_wait_ms``), if it did."""
+    measured = span.attributes.get("tracebridge.queue_wait_ms")
+    if isinstance(measured, int | float) and not isinstance(measured, bool):
+        return max(0, int(float(measured) * 1e6))
+    return None
+
+
 def reaches(trace: Trace) -> dict[str, int]:
     """For every span, the end of its subtree (async descendants included)."""
     reach: dict[str, int] = {}
@@ -152,11 +160,11 @@ def _own_time(
         if next_child is not None and next_child.kind == "CONSUMER":
             published = min(end, max(start, span.end_ns))
             wait_start = published
-            measured = next_child.attributes.get("tracebridge.queue_wait_ms")
-            if isinstance(measured, int | float) and not isinstance(measured, bool):
+            measured = measured_queue_wait_ns(next_child)
+            if measured is not None:
                 # The consumer measured the wait against the record timestamp (≈ send start);
                 # trust it over cross-host span timestamps, within this stretch.
-                wait_start = max(start, end - int(float(measured) * 1e6))
+                wait_start = max(start, end - measured)
                 published = wait_start
             return [
                 Segment(PUBLISH, span.service, span.span_id, start, published, topic=topic),

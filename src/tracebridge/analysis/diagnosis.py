@@ -12,6 +12,7 @@ from tracebridge.analysis.critical_path import (
     QUEUE_WAIT,
     Segment,
     critical_path,
+    measured_queue_wait_ns,
     topic_of,
 )
 from tracebridge.analysis.model import SpanRecord, Trace
@@ -160,10 +161,10 @@ def hops(trace: Trace) -> list[Hop]:
         send = producer_of(trace, span)
         if send is None:
             continue
-        measured = span.attributes.get("tracebridge.queue_wait_ms")
+        measured = measured_queue_wait_ns(span)
         skew = span.attributes.get("tracebridge.clock_skew") is True
-        if isinstance(measured, int | float) and not isinstance(measured, bool):
-            wait = int(float(measured) * 1e6)
+        if measured is not None:
+            wait = measured
         else:
             wait = span.start_ns - send.end_ns
             if wait < 0:

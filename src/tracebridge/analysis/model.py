@@ -56,6 +56,15 @@ class SpanRecord:
         return max(0, self.end_ns - self.start_ns)
 
 
+def attribute_matches(value: Any, text: str) -> bool:
+    """Whether an attribute value is what a user typed (``true``, ``42`` and ``o-42`` alike)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return str(value).lower() == text.lower()
+    return str(value) == text
+
+
 class Trace:
     """The spans of one trace with their parent edges; links are followed by the analysis."""
 

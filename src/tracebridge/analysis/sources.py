@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from tracebridge.analysis.model import KINDS, EventRecord, LinkRecord, SpanRecord, Trace
+from tracebridge.analysis.model import KINDS, EventRecord, LinkRecord, SpanRecord, Trace, attribute_matches
 from tracebridge.otlp import InvalidOtlp, parse_json, records
 
 
@@ -69,9 +69,7 @@ class SpanListSource:
     def find(self, key: str, value: str, limit: int = 20) -> list[str]:
         latest: dict[str, int] = {}
         for span in self.spans:
-            if str(span.attributes.get(key)) == value or (
-                isinstance(span.attributes.get(key), bool) and str(span.attributes[key]).lower() == value
-            ):
+            if attribute_matches(span.attributes.get(key), value):
                 latest[span.trace_id] = max(latest.get(span.trace_id, 0), span.start_ns)
         return sorted(latest, key=lambda trace_id: latest[trace_id], reverse=True)[:limit]
 

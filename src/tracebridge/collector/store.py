@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracebridge.analysis.model import SpanRecord
+from tracebridge.analysis.model import SpanRecord, attribute_matches
 from tracebridge.otlp import attributes, record_from_span, span_problem
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
@@ -374,8 +374,7 @@ class SpanStore:
             since = time.time_ns() - int(SCAN_WINDOW_S * 1e9)
             latest: dict[str, int] = {}
             for span in self.spans_between(since):
-                found = span.attributes.get(key)
-                if found is not None and (str(found) == value or str(found).lower() == value):
+                if attribute_matches(span.attributes.get(key), value):
                     latest[span.trace_id] = max(latest.get(span.trace_id, 0), span.start_ns)
             return sorted(latest, key=lambda trace_id: latest[trace_id], reverse=True)[:limit]
         with self._reader() as connection:

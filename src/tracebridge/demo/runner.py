@@ -47,10 +47,9 @@ class DemoResult:
 
 
 def _service_env(
-    base: Mapping[str, str], name: str, broker: str, endpoint: str, ports: Mapping[str, int]
+    clean: Mapping[str, str], name: str, broker: str, endpoint: str, ports: Mapping[str, int]
 ) -> dict[str, str]:
-    # The user's own OTEL_*/TRACEBRIDGE_* settings must not leak into a self-contained demo.
-    env = {k: v for k, v in base.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    env = dict(clean)
     env.update(
         {
             "OTEL_SERVICE_NAME": name,
@@ -103,6 +102,7 @@ def run_chain(
     log_dir.mkdir(parents=True, exist_ok=True)
     db = db or log_dir / "traces.db"
     running: list[subprocess.Popen[bytes]] = []
+    # The user's own OTEL_*/TRACEBRIDGE_* settings must not leak into a self-contained demo.
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
     with EmbeddedBroker() as broker, CollectorProcess(db, log_dir / "collector.log", clean) as collector:
         broker.create_topics(list(TOPICS), partitions=1)
@@ -113,7 +113,7 @@ def run_chain(
                 logs[name] = log_dir / f"{name}.log"
                 command = [sys.executable, "-m", "tracebridge", "run", "--"]
                 command += [sys.executable, "-m", "tracebridge.demo.services", name]
-                env = _service_env(os.environ, name, broker.bootstrap_servers, collector.url, ports)
+                env = _service_env(clean, name, broker.bootstrap_servers, collector.url, ports)
                 running.append(processes.spawn(command, env, logs[name]))
             for name in ("web", "mailer"):
                 process = running[SERVICES.index(name)]

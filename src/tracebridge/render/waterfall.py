@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from tracebridge.analysis.diagnosis import Diagnosis, format_duration, producer_of
+from tracebridge.analysis.diagnosis import Diagnosis, format_duration
 from tracebridge.analysis.model import SpanRecord, Trace
 
 MIN_BAR, MAX_BAR = 10, 60
@@ -29,27 +29,16 @@ def tree_order(trace: Trace) -> list[tuple[SpanRecord, int]]:
     return out
 
 
-def _bar(span: SpanRecord, trace: Trace, start: int, scale: float, width: int) -> Text:
+def _bar(span: SpanRecord, waited: int, start: int, scale: float, width: int) -> Text:
     begin = min(width - 1, int((span.start_ns - start) / scale))
     finish = min(width, max(begin + 1, int((span.end_ns - start) / scale)))
     style = "red" if span.status == "ERROR" else _KIND_STYLE.get(span.kind, "white")
-    waited = _queue_wait_ns(span, trace)
     wait_begin = max(0, int((span.start_ns - waited - start) / scale)) if waited else begin
     bar = Text(" " * wait_begin)
     bar.append("░" * (begin - wait_begin), style="yellow")
     bar.append("█" * (finish - begin), style=style)
     bar.append(" " * (width - finish))
     return bar
-
-
-def _queue_wait_ns(span: SpanRecord, trace: Trace) -> int:
-    if span.kind != "CONSUMER":
-        return 0
-    measured = span.attributes.get("tracebridge.queue_wait_ms")
-    if isinstance(measured, int | float) and not isinstance(measured, bool):
-        return int(float(measured) * 1e6)
-    send = producer_of(trace, span)
-    return max(0, span.start_ns - send.end_ns) if send is not None else 0
 
 
 def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
@@ -63,6 +52,7 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
     bar_width = max(MIN_BAR, min(MAX_BAR, width - text_width))
     start = diagnosis.start_ns
     scale = max(1.0, (diagnosis.end_ns - start) / bar_width)
+    waits = {hop.process_span_id: hop.queue_wait_ns for hop in diagnosis.hops}
     table = Table(
         title=f"trace {diagnosis.trace_id} — {format_duration(diagnosis.end_to_end_ns)} end to end, "
         f"{diagnosis.span_count} spans, {len(diagnosis.services)} services",
@@ -80,7 +70,7 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
         critical = span.span_id in diagnosis.critical_span_ids
         name = Text("  " * depth + span.name, style="bold red" if span.status == "ERROR" else "")
         notes = Text()
-        waited = _queue_wait_ns(span, trace)
+        waited = waits.get(span.span_id, 0)
         if waited:
             notes.append(f"waited {format_duration(waited)} ", style="yellow")
         attempt = span.attributes.get("tracebridge.delivery.attempt")
@@ -94,7 +84,7 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
             Text("◆", style="bold magenta") if critical else Text(" "),
             span.service,
             name,
-            _bar(span, trace, start, scale, bar_width),
+            _bar(span, waited, start, scale, bar_width),
             format_duration(span.duration_ns),
             notes,
         )
