@@ -55,6 +55,8 @@ def broker(
     from tracebridge.broker import BrokerNotFound, BrokerStartError, EmbeddedBroker
 
     running = EmbeddedBroker(port=port or None)
+    # Installed before we announce the broker: whoever reads that line may stop us at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         running.start()
         if topics:
@@ -67,7 +69,6 @@ def broker(
         f"Kafka broker on [bold]{running.bootstrap_servers}[/] (in memory: nothing survives a restart). "
         "Ctrl-C stops it."
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while running.process is not None and running.process.poll() is None:
             time.sleep(0.5)
