@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
+	$(PY) bench/collector.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
