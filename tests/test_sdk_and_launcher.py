@@ -233,3 +233,55 @@ def test_run_with_unknown_command_names_it() -> None:
     )
     assert result.returncode == 2
     assert "no-such-program-xyz" in result.stderr
+
+
+def test_sigterm_flushes_spans_then_dies_by_sigterm_as_before(bootstrap, broker, collector) -> None:
+    """Kubernetes stops pods with SIGTERM; the default action kills Python without atexit,
+    which would lose the last spans. Under `tracebridge run` they are flushed first — and the
+    program still ends exactly as it would have: killed by SIGTERM."""
+    import signal
+
+    topic = unique("sigterm")
+    broker.create_topics([topic], partitions=1)
+    env = clean_env(
+        OTEL_SERVICE_NAME="victim",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="60000",  # nothing leaves before the signal
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC=topic,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "tracebridge",
+        "run",
+        "--",
+        sys.executable,
+        str(APPS / "sigterm_victim.py"),
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "produced"
+    assert collector.store.is_empty()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == -signal.SIGTERM
+    spans = stored_spans(collector, 5, timeout=5)
+    assert sorted({span.name for span in spans}) == [f"send {topic}"]
+    assert len(spans) == 5
+
+
+def test_sigterm_flush_leaves_a_programs_own_handler_alone() -> None:
+    import signal
+
+    from tracebridge.sdk import flush_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def own_handler(signum: int, frame: object) -> None:
+        return None
+
+    signal.signal(signal.SIGTERM, own_handler)
+    try:
+        assert flush_on_sigterm() is False
+        assert signal.getsignal(signal.SIGTERM) is own_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

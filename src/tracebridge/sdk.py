@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass, replace
@@ -121,6 +122,33 @@ def shutdown() -> None:
     if state.exporter is not None:
         state.exporter.shutdown()
     state.provider.shutdown()
+
+
+def flush_on_sigterm() -> bool:
+    """Flush spans on SIGTERM if the program leaves SIGTERM at its default; returns whether
+    the handler was installed.
+
+    Kubernetes stops a pod with SIGTERM, and Python's default action ends the process without
+    running ``atexit`` — the last seconds of spans would be lost on every stop.  The handler
+    flushes (within ``Settings.shutdown_timeout_s``), then restores the default action and
+    raises SIGTERM again, so the program ends exactly as it would have: killed by SIGTERM.  A
+    program that installs its own handler later (uvicorn, asyncio) replaces this one and exits
+    through its own path, where ``atexit`` flushes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def flush_then_die(signum: int, frame: object) -> None:
+        try:
+            shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, flush_then_die)
+    return True
 
 
 def dropped_spans() -> int:
@@ -242,5 +270,6 @@ __all__ = [
     "configure",
     "configured",
     "dropped_spans",
+    "flush_on_sigterm",
     "shutdown",
 ]

@@ -21,12 +21,14 @@ class LaunchError(RuntimeError):
 
 
 def auto_instrument() -> None:
-    """What the bootstrap runs in the child: ``configure()`` then ``instrument()``."""
+    """What the bootstrap runs in the child: ``configure()``, ``instrument()``, and a flush on
+    SIGTERM for programs that leave SIGTERM at its default."""
     from tracebridge.instrument import instrument
-    from tracebridge.sdk import configure
+    from tracebridge.sdk import configure, flush_on_sigterm
 
     configure()
     instrument()
+    flush_on_sigterm()
 
 
 def child_environment(environ: Mapping[str, str], service_name: str | None = None) -> dict[str, str]:
