@@ -170,30 +170,40 @@ class BatchExportProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._flushes: list[threading.Event] = []
         self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._shutdown = False
-        self._worker = self._start_worker()
+        self._worker: threading.Thread | None = None
+        self._ensure_worker()
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
 
-            def restart_in_child() -> None:
+            def reset_in_child() -> None:
                 processor = ref()
                 if processor is not None:
                     processor._after_fork()
 
-            os.register_at_fork(after_in_child=restart_in_child)
+            os.register_at_fork(after_in_child=reset_in_child)
 
-    def _start_worker(self) -> threading.Thread:
-        worker = threading.Thread(target=self._run, name="tracebridge-export", daemon=True)
-        worker.start()
-        return worker
+    def _ensure_worker(self) -> threading.Thread:
+        worker = self._worker
+        if worker is not None:
+            return worker
+        with self._start_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="tracebridge-export", daemon=True)
+                self._worker.start()
+            return self._worker
 
     def _after_fork(self) -> None:
-        # The child inherits the queue but not the thread: start over with an empty queue.
-        self._queue.clear()
+        # Runs in every forked child — also between fork and exec when subprocess has a
+        # preexec_fn, where starting a thread can deadlock.  So only reset state here; the
+        # worker starts with the first span the child actually ends.
+        self._queue = collections.deque()
         self._wake = threading.Event()
         self._flushes = []
         self._flush_lock = threading.Lock()
-        self._worker = self._start_worker()
+        self._start_lock = threading.Lock()
+        self._worker = None
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -206,6 +216,8 @@ class BatchExportProcessor(SpanProcessor):
             self.queue_dropped += 1
             return
         queue.append(span)
+        if self._worker is None:
+            self._ensure_worker()
         if len(queue) >= self.max_export_batch_size and not self._wake.is_set():
             self._wake.set()
 
@@ -238,7 +250,7 @@ class BatchExportProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued so far; ``False`` if that took longer than the timeout."""
-        if self._shutdown or not self._worker.is_alive():
+        if self._shutdown or not self._ensure_worker().is_alive():
             return False
         flushed = threading.Event()
         with self._flush_lock:
@@ -252,5 +264,5 @@ class BatchExportProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._wake.set()
-        self._worker.join(timeout=self.schedule_delay_s + 1)
+        self._ensure_worker().join(timeout=self.schedule_delay_s + 1)
         self.exporter.shutdown()

@@ -6,31 +6,32 @@ SIGKILL — so a killed demo or test run leaves no broker or service behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import signal
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Run by a fresh, single-threaded interpreter, never in a forked copy of ours: code between
+# fork and exec in a process with threads (subprocess's preexec_fn) can deadlock — we saw the
+# broker spawn hang once exporter threads existed.  It asks Linux for SIGTERM when our process
+# dies, checks we didn't die before it asked, then becomes the real program.
+_TRAMPOLINE = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "    if os.getppid() != int(sys.argv[1]):\n"
+    "        sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``args`` with stdout and stderr in ``log_path``, tied to this process' life."""
+    command = [sys.executable, "-c", _TRAMPOLINE, str(os.getpid()), *args]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            preexec_fn=_die_with_parent,
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(env)
         )
 
 

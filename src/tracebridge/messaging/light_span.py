@@ -170,22 +170,10 @@ def set_known_attributes(span: trace_api.Span, attributes: dict[str, Any]) -> No
         span.set_attributes(attributes)
 
 
-class LightSpan(trace_api.Span):
-    """A recording span with plain containers; ends as an SDK ``ReadableSpan``."""
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_end_time",
-        "_events",
-        "_kind",
-        "_links",
-        "_name",
-        "_parent",
-        "_sdk",
-        "_start_time",
-        "_status",
-    )
+class LightSpan(trace_api.Span, ReadableSpan):
+    """A recording span with plain containers.  Like the SDK's own span it *is* a
+    ``ReadableSpan`` (same fields), and since nothing changes it once ended, it is handed to the
+    span processors as it is instead of being copied."""
 
     def __init__(
         self,
@@ -198,7 +186,8 @@ class LightSpan(trace_api.Span):
         sdk: SdkTracer,
     ) -> None:
         self._name = name
-        self._context = context
+        self._context: SpanContext | None = context
+        self._span_context = context  # never None: what the API's get_span_context promises
         self._parent = parent
         self._kind = kind
         self._links = links
@@ -208,9 +197,12 @@ class LightSpan(trace_api.Span):
         self._attributes: dict[str, Any] = {}
         self._events: list[Event] = []
         self._status = Status(StatusCode.UNSET)
+        self._resource = sdk.resource
+        self._instrumentation_scope = sdk._instrumentation_scope
+        self._instrumentation_info = None
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self._span_context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -272,23 +264,7 @@ class LightSpan(trace_api.Span):
         if self._end_time is not None:
             return
         self._end_time = end_time or time.time_ns()
-        sdk = self._sdk
-        sdk.span_processor.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=sdk.resource,
-                attributes=MappingProxyType(self._attributes),
-                events=tuple(self._events),
-                links=self._links,
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start_time,
-                end_time=self._end_time,
-                instrumentation_scope=sdk._instrumentation_scope,
-            )
-        )
+        self._sdk.span_processor.on_end(self)
 
     def __repr__(self) -> str:
         return f"LightSpan({self._name!r}, {self._context!r})"
