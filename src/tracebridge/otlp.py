@@ -179,16 +179,10 @@ def records(request: ExportTraceServiceRequest) -> list[SpanRecord]:
     ]
 
 
-def decode_protobuf(body: bytes) -> list[SpanRecord]:
-    """Decode an ExportTraceServiceRequest body; raises :class:`InvalidOtlp` on garbage."""
-    return records(parse_protobuf(body))
-
-
 __all__ = [
     "InvalidOtlp",
     "any_value",
     "attributes",
-    "decode_protobuf",
     "iter_spans",
     "parse_json",
     "parse_protobuf",

@@ -58,9 +58,3 @@ def finish(owner: object, error: BaseException | None = None) -> None:
     # or the handler may have attached its own context on top, and both are left alone.
     if context_api.get_current() is active.context:
         context_api.attach(active.previous)
-
-
-def active_span(owner: object) -> Span | None:
-    """The span ``owner`` currently keeps open, if any."""
-    active: ActiveSpan | None = getattr(owner, _ATTRIBUTE, None)
-    return active.span if active is not None else None
