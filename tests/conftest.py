@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from tracebridge.broker import EmbeddedBroker
-from tracebridge.sdk import BaggageAttributesProcessor, build_propagator
+from tracebridge.business_keys import BusinessKeysProcessor
+from tracebridge.sdk import build_propagator
 
 # Short group timings: Tansu answers a JoinGroup after ~half the session timeout (DESIGN §4).
 CONSUMER_TIMINGS = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
@@ -31,8 +32,7 @@ SPANS = InMemorySpanExporter()
 PROVIDER = TracerProvider(
     resource=Resource({"service.name": "tests"}), sampler=ParentBased(TraceIdRatioBased(1.0))
 )
-PROVIDER.add_span_processor(BaggageAttributesProcessor(("order.id",)))
-PROVIDER.add_span_processor(SimpleSpanProcessor(SPANS))
+PROVIDER.add_span_processor(BusinessKeysProcessor(("order.id",), SimpleSpanProcessor(SPANS)))
 trace.set_tracer_provider(PROVIDER)
 propagate.set_global_textmap(build_propagator(("tracecontext", "baggage")))
 

@@ -21,15 +21,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tests.conftest import RunningCollector
+from tracebridge.business_keys import BusinessKeysProcessor
 from tracebridge.collector.app import CollectorConfig
-from tracebridge.sdk import BaggageAttributesProcessor
 
 
 def export_with(exporter, service: str = "order") -> tuple[str, str]:
     """Three spans (server → producer, and an internal child) through a real SDK + exporter."""
     provider = TracerProvider(resource=Resource({"service.name": service}))
-    provider.add_span_processor(BaggageAttributesProcessor(("order.id",)))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(BusinessKeysProcessor(("order.id",), SimpleSpanProcessor(exporter)))
     tracer = provider.get_tracer("tests")
     token = context.attach(baggage.set_baggage("order.id", "o-77"))
     try:

@@ -24,6 +24,13 @@ class KafkaCarrier(StrEnum):
     BOTH = "both"
 
 
+class InboundContext(StrEnum):
+    """Whether an HTTP server continues the trace context its callers send."""
+
+    TRUST = "trust"  # continue the caller's trace (services inside the system)
+    DROP = "drop"  # ignore traceparent/tracestate/baggage from callers (the system's edge)
+
+
 class ConsumerParent(StrEnum):
     """How a process span relates to the context extracted from its record."""
 
@@ -68,6 +75,7 @@ class Settings:
     exporter_retry_after_s: float = 5.0
     shutdown_timeout_s: float = 2.0
     collector_token: str | None = None
+    inbound_context: InboundContext = InboundContext.TRUST
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -138,6 +146,9 @@ class Settings:
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
             collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
+            inbound_context=InboundContext(
+                reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
+            ),
             problems=tuple(reader.problems),
         )
 

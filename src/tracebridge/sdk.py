@@ -16,12 +16,15 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
+from opentelemetry.instrumentation.propagators import (
+    get_global_response_propagator,
+    set_global_response_propagator,
+)
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -32,6 +35,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from tracebridge import business_keys
+from tracebridge.business_keys import BusinessKeysProcessor, BusinessKeysResponsePropagator
 from tracebridge.config import Settings
 from tracebridge.exporting import BatchExportProcessor, ResilientExporter
 from tracebridge.propagation.composite import TracebridgePropagator
@@ -84,8 +89,6 @@ def configure(
             resource=build_resource(settings),
             shutdown_on_exit=False,
         )
-        if settings.baggage_attributes:
-            provider.add_span_processor(BaggageAttributesProcessor(settings.baggage_attributes))
         exporter = exporter or build_exporter(settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
@@ -95,6 +98,15 @@ def configure(
                 schedule_delay_millis=settings.bsp_schedule_delay_ms,
                 max_export_batch_size=settings.bsp_max_export_batch_size,
             )
+        if settings.baggage_attributes:
+            # Business keys sit in front of the export processor: they may hold a span back
+            # until its trace's key is known (see tracebridge.business_keys).
+            keys = BusinessKeysProcessor(settings.baggage_attributes, processor)
+            provider.add_span_processor(keys)
+            business_keys.set_active(keys)
+            if get_global_response_propagator() is None:  # type: ignore[no-untyped-call]
+                set_global_response_propagator(BusinessKeysResponsePropagator())  # type: ignore[no-untyped-call]
+        elif processor is not None:
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         _state = Configured(settings, provider, exporter, processor)
@@ -234,34 +246,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     )
 
 
-class BaggageAttributesProcessor(SpanProcessor):
-    """Copies allowlisted baggage entries (``order.id``) onto every span started under them,
-    so any span of an order can be found by that key."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        entries = baggage.get_all(parent_context)
-        if not entries:
-            return
-        for name in self.names:
-            value = entries.get(name)
-            if value is not None:
-                span.set_attribute(name, str(value))
-
-    def on_end(self, span: ReadableSpan) -> None:
-        return None
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
 __all__ = [
-    "BaggageAttributesProcessor",
     "Configured",
     "build_exporter",
     "build_propagator",

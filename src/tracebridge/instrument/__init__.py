@@ -11,6 +11,9 @@ import importlib
 import logging
 from typing import Any
 
+from tracebridge.config import Settings
+from tracebridge.instrument import http_policy
+
 logger = logging.getLogger("tracebridge")
 
 # name -> (module that must import, "module:Instrumentor class")
@@ -19,12 +22,25 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
     "httpx": ("httpx", "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"),
     "fastapi": ("fastapi", "opentelemetry.instrumentation.fastapi:FastAPIInstrumentor"),
     "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
+    "logging": (
+        "opentelemetry.instrumentation.logging",
+        "opentelemetry.instrumentation.logging:LoggingInstrumentor",
+    ),
 }
 
 # Defaults we pass to upstream instrumentors: the ASGI per-message "http send"/"http receive"
 # spans triple the span count of every request and answer no question we ask.
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "fastapi": {"exclude_spans": ["receive", "send"]},
+    # Trace and span ids on every log record (``%(otelTraceID)s``), without touching the
+    # application's own log format.
+    "logging": {"inject_trace_context": True},
+    # Business keys a server learned (``order.id``) come back in a ``baggage`` response
+    # header and join the caller's spans (tracebridge.business_keys).
+    "httpx": {
+        "response_hook": http_policy.response_hook,
+        "async_response_hook": http_policy.async_response_hook,
+    },
 }
 
 
@@ -55,11 +71,18 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
             done.append(name)
         except Exception as error:
             logger.warning("tracebridge: could not instrument %s: %s", name, error)
+    if "fastapi" in done:
+        from tracebridge.sdk import configured
+
+        state = configured()
+        settings = state.settings if state is not None else Settings.from_env()
+        http_policy.install_inbound_policy(settings.inbound_context)
     return done
 
 
 def uninstrument() -> None:
     """Undo :func:`instrument` for every library it instrumented."""
+    http_policy.uninstall_inbound_policy()
     for name, (library, target) in INSTRUMENTATIONS.items():
         try:
             importlib.import_module(library)

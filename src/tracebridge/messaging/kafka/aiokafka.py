@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from opentelemetry.trace import Span
 from wrapt import wrap_function_wrapper
 
@@ -113,6 +113,10 @@ def _first_server(servers: object) -> tuple[str | None, int | None]:
 async def _traced_send(
     spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
+    if not is_instrumentation_enabled():
+        # OpenTelemetry's standard off switch (``suppress_instrumentation()``): no span, and no
+        # context written into the record — exactly what an uninstrumented producer sends.
+        return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     topic, value, key, partition, timestamp_ms, headers = _bind_send(*args, **kwargs)
     span, headers, value = spans.start_send(
         _client_info(instance, instance.client, None),

@@ -1,0 +1,56 @@
+"""Fault injection from the environment: latency, failures, and a producer that loses context.
+
+These exist so the demo and the tests can make the diagnosis and the doctor *find* something
+real: a slow worker, a failing REST service, a broken context chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from eshop.config import Faults
+
+
+class InjectedFault(RuntimeError):
+    """Raised (or answered with 503) where ``ESHOP_FAULT_ERROR_RATE`` says so."""
+
+
+async def apply(faults: Faults) -> None:
+    """Wait the added latency, then fail at the configured rate."""
+    if faults.latency_ms > 0:
+        await asyncio.sleep(faults.latency_ms / 1000.0)
+    if faults.error_rate > 0 and random.random() < faults.error_rate:
+        raise InjectedFault(f"injected fault (ESHOP_FAULT_ERROR_RATE={faults.error_rate:g})")
+
+
+Send = Callable[[dict[str, object]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, object]]]
+
+
+class FaultMiddleware:
+    """ASGI middleware: every request except ``/health`` gets the faults; a failure is a 503."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], faults: Faults) -> None:
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: dict[str, object], receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or scope.get("path") == "/health" or not self.faults.any:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await apply(self.faults)
+        except InjectedFault as fault:
+            body = f'{{"detail": "{fault}"}}'.encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,177 @@
+"""Publishing events and running a consumer group: at-least-once, retries, dead letters.
+
+Plain aiokafka — the trace context travels because tracebridge instruments aiokafka, not
+because anything here carries it.  A worker commits a record only after its handler succeeded
+or the record was dead-lettered, so a crash at any point means a redelivery, never a loss;
+handlers are idempotent, so a redelivery never means a duplicate effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from eshop import faults
+from eshop.config import Config
+from eshop.events import Event, UndecodableEvent, dead_letter_topic, decode
+
+logger = logging.getLogger("eshop.kafka")
+
+# Headers a dead-letter record must not copy: the producer instrumentation writes fresh ones,
+# so the DLQ send is a child of the failed processing instead of pretending to be the original.
+_CONTEXT_HEADERS = frozenset({"traceparent", "tracestate", "baggage", "tracebridge-attempt", "b3"})
+
+
+class Publisher:
+    """Sends events keyed by order id, and dead-letters records with the reason in headers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("Publisher.start() was not awaited")
+        return self._producer
+
+    async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds a client to the running event loop.
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.config.kafka_bootstrap_servers, linger_ms=0)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def publish(self, topic: str, event: Event) -> None:
+        await self._send(topic, event.encode(), event.order_id.encode(), [])
+
+    async def dead_letter(self, record: Any, group: str, reason: str, attempts: int) -> None:
+        headers = [(k, v) for k, v in (record.headers or ()) if k not in _CONTEXT_HEADERS]
+        headers += [
+            ("dlq.reason", reason[:1000].encode()),
+            ("dlq.source.topic", record.topic.encode()),
+            ("dlq.source.partition", str(record.partition).encode()),
+            ("dlq.source.offset", str(record.offset).encode()),
+            ("dlq.consumer.group", group.encode()),
+            ("dlq.attempts", str(attempts).encode()),
+        ]
+        await self._send(dead_letter_topic(record.topic), record.value, record.key, headers)
+
+    async def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
+        if self.config.faults.drop_context:
+            # The fault: a producer that writes no trace context, like a client library nobody
+            # instrumented.  OpenTelemetry's standard "suppress instrumentation" switch does it.
+            with suppress_instrumentation():
+                await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+            return
+        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+class Worker:
+    """A consumer group member that decodes, handles, retries with backoff, and dead-letters.
+
+    A failed handler is retried by seeking back to the record (a real redelivery, so each
+    attempt is its own processing in the trace), with exponential, bounded backoff; after
+    ``max_attempts`` the record goes to ``{topic}.dlq``.  A record that cannot be decoded, or
+    has a version nobody here understands, is dead-lettered at once: retrying cannot fix it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        group: str,
+        topics: Sequence[str],
+        handlers: dict[type[Event], Handler],
+        publisher: Publisher,
+    ) -> None:
+        self.config = config
+        self.group = group
+        self.topics = tuple(topics)
+        self.handlers = handlers
+        self.publisher = publisher
+        self.consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=config.kafka_bootstrap_servers,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+        )
+        self._failures: dict[tuple[str, int, int], int] = {}
+
+    @property
+    def ready(self) -> bool:
+        """Joined the group and got partitions: records published from now on will be seen."""
+        return bool(self.consumer.assignment())
+
+    async def run(self) -> None:
+        await self.publisher.start()
+        await self.consumer.start()
+        try:
+            async for record in self.consumer:
+                await self.handle(record)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            await self.publisher.stop()
+
+    async def handle(self, record: Any) -> None:
+        place = (record.topic, record.partition, record.offset)
+        try:
+            event = decode(record.value)
+        except UndecodableEvent as error:
+            logger.error("dead-lettering %s/%s@%s: %s", *place, error.reason)
+            await self.publisher.dead_letter(record, self.group, error.reason, attempts=1)
+            await self._commit(record)
+            return
+        handler = self.handlers.get(type(event))
+        if handler is not None:
+            try:
+                await faults.apply(self.config.faults)
+                await handler(event)
+            except Exception as error:
+                attempts = self._failures.get(place, 0) + 1
+                reason = f"{type(error).__name__}: {error}"
+                if attempts < self.config.max_attempts:
+                    self._failures[place] = attempts
+                    delay = min(
+                        self.config.retry_backoff_ms * 2 ** (attempts - 1), self.config.retry_backoff_max_ms
+                    )
+                    logger.warning(
+                        "%s for order %s failed (attempt %d of %d), retrying in %.0f ms: %s",
+                        type(event).__name__,
+                        event.order_id,
+                        attempts,
+                        self.config.max_attempts,
+                        delay,
+                        reason,
+                    )
+                    await asyncio.sleep(delay / 1000.0)
+                    self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                    return
+                logger.error(
+                    "dead-lettering %s for order %s after %d attempts: %s",
+                    type(event).__name__,
+                    event.order_id,
+                    attempts,
+                    reason,
+                )
+                await self.publisher.dead_letter(record, self.group, reason, attempts)
+        self._failures.pop(place, None)
+        await self._commit(record)
+
+    async def _commit(self, record: Any) -> None:
+        await self.consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})

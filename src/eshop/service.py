@@ -1,0 +1,121 @@
+"""What every eshop process shares: logging with trace ids, the HTTP app shell, the health
+port of workers, and a clean SIGTERM.
+
+Nothing here knows about tracing: trace ids reach the log lines because tracebridge turns on
+OpenTelemetry's logging instrumentation, which puts ``otelTraceID`` on every log record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from eshop.config import Config, ConfigError
+from eshop.faults import FaultMiddleware
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s trace_id=%(otelTraceID)s span_id=%(otelSpanID)s %(message)s"
+_NO_TRACE = {"otelTraceID": "0", "otelSpanID": "0"}
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One line per record, each with the trace id (``0`` outside any trace)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults=_NO_TRACE))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiokafka", "httpx", "uvicorn.access", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_config() -> Config:
+    try:
+        return Config.from_env()
+    except ConfigError as error:
+        raise SystemExit(f"eshop: {error}") from None
+
+
+def http_app(
+    title: str,
+    config: Config,
+    startup: Callable[[Any], Awaitable[None]] | None = None,
+    shutdown: Callable[[Any], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with ``/health``, the injected faults, and the service's start/stop."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if startup is not None:
+            await startup(app)
+        try:
+            yield
+        finally:
+            if shutdown is not None:
+                await shutdown(app)
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.add_middleware(FaultMiddleware, faults=config.faults)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_http(app: Any, config: Config) -> None:
+    import uvicorn
+
+    setup_logging()
+    uvicorn.run(app, host="0.0.0.0", port=config.port, log_config=None, access_log=False)
+
+
+async def _health_server(port: int, ready: Callable[[], bool]) -> asyncio.base_events.Server:
+    """``GET /health``: 200 once the worker has partitions, 503 before — for probes and the demo."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status = "200 OK" if ready() else "503 Service Unavailable"
+            body = b'{"status": "ok"}' if ready() else b'{"status": "joining"}'
+            writer.write(
+                f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "0.0.0.0", port)
+
+
+def run_worker(config: Config, make_worker: Callable[[], Any]) -> None:
+    """Run a :class:`eshop.kafka.Worker` until SIGTERM/SIGINT, with its health port."""
+    setup_logging()
+
+    async def main() -> None:
+        worker = make_worker()
+        server = await _health_server(config.port, lambda: worker.ready)
+        task = asyncio.ensure_future(worker.run())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
+__all__ = ["ConfigError", "http_app", "load_config", "run_worker", "serve_http", "setup_logging"]
