@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from tracebridge.demo import commands as demo_commands
+
 if TYPE_CHECKING:
     from tracebridge.analysis.model import Trace
     from tracebridge.analysis.sources import Source
@@ -80,48 +82,10 @@ def broker(
         running.stop()
 
 
-@app.command()
-def demo(
-    orders: Annotated[int, typer.Option(min=1, max=1000, help="How many orders to place.")] = 3,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the traces.")] = 60.0,
-    db: Annotated[
-        str | None, typer.Option(help="Trace store to write (default: the one `trace` reads).")
-    ] = None,
-) -> None:
-    """Start broker, collector and services, place orders over HTTP, show one order's trace."""
-    from pathlib import Path
-
-    from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
-    from tracebridge.broker import BrokerNotFound, BrokerStartError
-    from tracebridge.collector.store import DEFAULT_DB
-    from tracebridge.demo.runner import DemoError, run_chain
-    from tracebridge.render.report import diagnosis_view
-    from tracebridge.render.waterfall import waterfall
-
-    store = Path(db).expanduser() if db else DEFAULT_DB
-    with console.status("starting broker, collector and services (web, mailer, worker, shipper)..."):
-        try:
-            result = run_chain(orders=orders, timeout=timeout, db=store)
-        except (DemoError, BrokerNotFound, BrokerStartError, RuntimeError) as error:
-            errors.print(f"[red]tracebridge demo failed:[/] {error}")
-            raise typer.Exit(1) from None
-    order_id = result.order_ids[-1]
-    trace = result.traces[order_id]
-    diagnosis = run_diagnosis(trace)
-    console.print(
-        f"\n[bold green]{len(result.traces)} of {orders} orders traced end to end[/] — order "
-        f"[bold]{order_id}[/] is one trace of {diagnosis.span_count} spans across "
-        f"{len(diagnosis.services)} processes\n"
-    )
-    console.print(waterfall(trace, diagnosis, console.width))
-    console.print()
-    console.print(diagnosis_view(diagnosis))
-    source = "" if store == DEFAULT_DB else f" --source {store}"
-    console.print(
-        f"\ntry: [bold]tracebridge trace --order {order_id}{source}[/]   "
-        f"[bold]tracebridge diagnose --order {order_id}{source}[/]   [bold]tracebridge doctor{source}[/]"
-        f"\nstore: {store}   service logs: {result.log_dir}"
-    )
+# -- the eshop stack: demo, up, down (tracebridge.demo.commands) ---------------------------
+app.command()(demo_commands.demo)
+app.command()(demo_commands.up)
+app.command()(demo_commands.down)
 
 
 # -- collector and analysis ----------------------------------------------------------------

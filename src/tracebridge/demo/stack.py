@@ -100,8 +100,10 @@ class Stack:
         traced: bool = True,
         extra_env: Mapping[str, str] | None = None,
         collector_port: int | None = None,
+        db: Path | None = None,
     ) -> None:
         self.directory = directory
+        self._db = db or directory / "traces.db"
         self.faults = faults or Faults()
         self.faults.validate()
         self.traced = traced
@@ -130,7 +132,8 @@ class Stack:
 
     @property
     def db(self) -> Path:
-        return self.directory / "traces.db"
+        """The collector's trace store."""
+        return self._db
 
     def log(self, name: str) -> Path:
         return self.directory / f"{name}.log"
