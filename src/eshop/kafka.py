@@ -142,6 +142,7 @@ class Worker:
             try:
                 await faults.apply(self.config.faults)
                 await handler(event)
+                logger.info("handled %s for order %s", type(event).__name__, event.order_id)
             except Exception as error:
                 attempts = self._failures.get(place, 0) + 1
                 reason = f"{type(error).__name__}: {error}"

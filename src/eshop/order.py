@@ -9,6 +9,7 @@ baggage, which tracebridge copies onto every span of the order, in every service
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -25,6 +26,8 @@ from eshop import db, events
 from eshop.config import Config
 from eshop.kafka import Publisher
 from eshop.service import http_app, load_config, serve_http
+
+logger = logging.getLogger("eshop.order")
 
 
 class OrderRejected(Exception):
@@ -151,9 +154,9 @@ class OrderService:
         charge.raise_for_status()
         await self.database.transaction(lambda c: _store(c, order_id, email, priced))
         lines = [events.Line(sku=s, quantity=q) for s, q, _ in priced]
-        await self.publisher.publish(
-            events.ORDERS, events.OrderCreated.for_order(order_id, email, lines, total)
-        )
+        created = events.OrderCreated.for_order(order_id, email, lines, total)
+        await self.publisher.publish(events.ORDERS, created)
+        logger.info("order %s created: %d line(s), %d cents", order_id, len(lines), total)
         order = await self.get(order_id)
         assert order is not None
         return order

@@ -193,9 +193,13 @@ def failures(trace: Trace) -> list[Failure]:
         if span.status != "ERROR":
             continue
         exception = next((event for event in span.events if event.name == "exception"), None)
+        status_code = span.attributes.get("http.response.status_code") or span.attributes.get(
+            "http.status_code"
+        )
         error_type = str(
             (exception.attributes.get("exception.type") if exception else None)
             or span.attributes.get("error.type")
+            or (f"HTTP {status_code}" if status_code else None)
             or "error"
         )
         message = str(
