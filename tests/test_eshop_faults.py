@@ -1,0 +1,118 @@
+"""Injected faults on the real eshop stack, and what the analysis makes of them: a slow worker
+is named by the verdict, a failing REST service shows retries and a dead letter, and a producer
+that drops trace context is found by the doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tracebridge.analysis.diagnosis import diagnose
+from tracebridge.analysis.doctor import NO_CONTEXT, doctor
+from tracebridge.analysis.model import Trace
+from tracebridge.collector.store import SpanStore
+from tracebridge.demo import runner, shop
+from tracebridge.demo.stack import Faults, Stack
+
+CARD = "4111111111111111"
+
+
+def place_one(stack: Stack, sku: str = "MUG-7") -> str:
+    async def go() -> str:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+            order = {"email": "buyer@example.com", "cardNumber": CARD, "lines": [{"sku": sku, "quantity": 1}]}
+            placed = await shop.place_order(client, order)
+            assert await shop.wait_final(client, [placed.id], 60) == {placed.id: "SHIPPED"}
+            return placed.id
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("slow"), Faults(slow={"logistics-worker": 500})) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def broken_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    faults = Faults(fail={"notification": 1.0}, break_context={"inventory-worker"})
+    with Stack(tmp_path_factory.mktemp("broken"), faults) as stack:
+        yield stack
+
+
+def test_a_worker_slowed_by_500ms_is_named_by_the_verdict(slow_stack: Stack) -> None:
+    for _ in range(2):  # one at a time: no backlog, so the slowness is processing, not queueing
+        order_id = place_one(slow_stack)
+        trace = runner.wait_traces(slow_stack.db, [order_id], timeout=30)[order_id]
+        assert runner.is_complete_shipped_trace(trace)
+        verdict = diagnose(trace).verdict
+        assert verdict is not None
+        assert (verdict.category, verdict.service) == ("processing", "logistics-worker"), verdict
+        assert verdict.duration_ns >= 500_000_000
+        process = next(s for s in trace.spans if s.service == "logistics-worker" and s.kind == "CONSUMER")
+        assert process.duration_ns >= 500_000_000
+
+
+def wait_for(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_a_failing_rest_service_shows_retries_then_the_dead_letter_send(broken_stack: Stack) -> None:
+    order_id = place_one(broken_stack)
+
+    def dead_lettered() -> Trace | None:
+        trace = runner.order_trace(SpanStore(broken_stack.db), order_id)
+        names = {s.name for s in trace.spans} if trace else set()
+        # (the shipment mail's dead letter is in another trace: inventory-worker broke the chain)
+        return trace if "send orders.dlq" in names else None
+
+    trace = wait_for(dead_lettered)
+    attempts = sorted(
+        (s for s in trace.spans if s.service == "notification-worker" and s.name == "process orders"),
+        key=lambda s: s.start_ns,
+    )
+    assert [s.attributes["tracebridge.delivery.attempt"] for s in attempts] == [1, 2, 3, 4]
+    for attempt in attempts:
+        call = next(s for s in trace.spans if s.parent_span_id == attempt.span_id and s.kind == "CLIENT")
+        assert call.status == "ERROR" and call.attributes["http.status_code"] == 503
+        server = next(s for s in trace.spans if s.parent_span_id == call.span_id)
+        assert (server.service, server.name, server.status) == ("notification", "POST /sendEmail", "ERROR")
+    dlq = next(s for s in trace.spans if s.name == "send orders.dlq")
+    assert dlq.kind == "PRODUCER" and dlq.parent_span_id == attempts[-1].span_id
+    diagnosis = diagnose(trace)
+    assert any(
+        r.topic == "orders" and r.group == "notification" and r.deliveries == 4 for r in diagnosis.retries
+    )
+    assert {(d.topic, d.service) for d in diagnosis.dead_letters} >= {("orders.dlq", "notification-worker")}
+    assert any(f.service == "notification" and f.error_type == "HTTP 503" for f in diagnosis.failures)
+
+
+def test_a_producer_that_drops_context_is_reported_by_the_doctor(broken_stack: Stack) -> None:
+    place_one(broken_stack, sku="BOOK-42")
+    store = SpanStore(broken_stack.db)
+
+    def broken() -> list:
+        now = time.time_ns()
+        chains = [c for c in doctor(store.spans_between(0), now) if c.symptom == NO_CONTEXT]
+        return chains if {c.consumer for c in chains} >= {"logistics-worker", "order-status-worker"} else []
+
+    chains = wait_for(broken)
+    assert {(c.topic, c.consumer) for c in chains} == {
+        ("inventory", "logistics-worker"),
+        ("inventory", "order-status-worker"),
+    }
+    # The chain breaks exactly there: inventory-worker's processing is still in the order's trace.
+    spans = store.spans_between(0)
+    assert not any(s.service == "inventory-worker" and s.kind == "PRODUCER" for s in spans)
+    processed = [s for s in spans if s.service == "inventory-worker" and s.kind == "CONSUMER"]
+    assert processed and all(s.attributes["tracebridge.context.source"] == "headers" for s in processed)
