@@ -348,3 +348,21 @@ def test_diagnose_command_breaks_down_every_async_hop(eshop: Placed) -> None:
 def test_stack_dirs_hold_one_log_per_service(eshop: Placed) -> None:
     names = {path.stem for path in Path(eshop.stack.directory).glob("*.log")}
     assert names >= {*SERVICE_NAMES, "collector"}
+
+
+def test_the_edge_ignores_client_trace_context_and_returns_the_business_key(eshop: Placed) -> None:
+    stack = eshop.stack
+    foreign = "00-11111111111111111111111111111111-2222222222222222-01"
+    order = {"email": "edge@example.com", "cardNumber": CARD, "lines": [{"sku": "PEN-9", "quantity": 1}]}
+    response = httpx.post(
+        f"{stack.gateway_url}/graphql",
+        json={"query": shop.CREATE_ORDER, "variables": {"input": order}},
+        headers={"traceparent": foreign, "baggage": "order.id=o-forged"},
+        timeout=30,
+    )
+    order_id = response.json()["data"]["createOrder"]["id"]
+    assert response.headers["baggage"] == f"order.id={order_id}"
+    trace = runner.wait_traces(stack.db, [order_id], timeout=30)[order_id]
+    assert trace.trace_ids != {"11111111111111111111111111111111"}
+    assert [(r.service, r.parent_span_id) for r in trace.roots] == [("gateway", None)]
+    assert {s.attributes.get("order.id") for s in trace.spans} == {order_id}

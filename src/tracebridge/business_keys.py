@@ -134,7 +134,7 @@ class BusinessKeysProcessor(SpanProcessor):
                 self._held_count += 1
                 return
             released = self._release(trace_id) if open_spans is None else []
-        self._forward([span, *released], keys)
+        self._forward([*released, span], keys)  # in the order they ended
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         self._release_all()
