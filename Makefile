@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/collector.py
+	$(PY) bench/eshop.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -76,6 +76,7 @@ class Settings:
     shutdown_timeout_s: float = 2.0
     collector_token: str | None = None
     inbound_context: InboundContext = InboundContext.TRUST
+    disabled_instrumentations: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -146,6 +147,11 @@ class Settings:
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
             collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
+            disabled_instrumentations=tuple(
+                name.strip().lower()
+                for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")
+                if name.strip()
+            ),
             inbound_context=InboundContext(
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),

@@ -56,9 +56,15 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     logged and skipped — a tracing problem must never stop the service.  Calling it again
     does nothing for libraries already instrumented.
     """
+    from tracebridge.sdk import configured
+
+    state = configured()
+    settings = state.settings if state is not None else Settings.from_env()
     done: list[str] = []
     for name, (library, target) in INSTRUMENTATIONS.items():
         if only is not None and name not in only:
+            continue
+        if name in settings.disabled_instrumentations:  # OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
             continue
         try:
             importlib.import_module(library)
@@ -72,10 +78,6 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
         except Exception as error:
             logger.warning("tracebridge: could not instrument %s: %s", name, error)
     if "fastapi" in done:
-        from tracebridge.sdk import configured
-
-        state = configured()
-        settings = state.settings if state is not None else Settings.from_env()
         http_policy.install_inbound_policy(settings.inbound_context)
     return done
 
