@@ -82,7 +82,8 @@ def main() -> None:
     print(
         f"eshop, {args.orders} orders x {args.rounds} rounds, {args.concurrency} clients: "
         f"untraced {statistics.median(plain_rates):.1f} orders/s, "
-        f"traced {statistics.median(traced_rates):.1f} orders/s; traced/untraced = {statistics.median(ratios):.2f} (target >= 0.90)"
+        f"traced {statistics.median(traced_rates):.1f} orders/s; "
+        f"traced/untraced = {statistics.median(ratios):.2f} (target >= 0.90)"
     )
 
 
