@@ -83,6 +83,11 @@ def test_a_failing_rest_service_shows_retries_then_the_dead_letter_send(broken_s
     )
     assert [s.attributes["tracebridge.delivery.attempt"] for s in attempts] == [1, 2, 3, 4]
     for attempt in attempts:
+        # the worker logged each failure; tracebridge recorded it on the attempt's span
+        assert attempt.status == "ERROR"
+        assert [e.attributes["exception.type"] for e in attempt.events if e.name == "exception"] == [
+            "HTTPStatusError"
+        ]
         call = next(s for s in trace.spans if s.parent_span_id == attempt.span_id and s.kind == "CLIENT")
         assert call.status == "ERROR" and call.attributes["http.status_code"] == 503
         server = next(s for s in trace.spans if s.parent_span_id == call.span_id)

@@ -151,7 +151,7 @@ class Worker:
                     delay = min(
                         self.config.retry_backoff_ms * 2 ** (attempts - 1), self.config.retry_backoff_max_ms
                     )
-                    logger.warning(
+                    logger.error(
                         "%s for order %s failed (attempt %d of %d), retrying in %.0f ms: %s",
                         type(event).__name__,
                         event.order_id,
@@ -159,6 +159,7 @@ class Worker:
                         self.config.max_attempts,
                         delay,
                         reason,
+                        exc_info=error,
                     )
                     await asyncio.sleep(delay / 1000.0)
                     self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
@@ -169,6 +170,7 @@ class Worker:
                     event.order_id,
                     attempts,
                     reason,
+                    exc_info=error,
                 )
                 await self.publisher.dead_letter(record, self.group, reason, attempts)
         self._failures.pop(place, None)

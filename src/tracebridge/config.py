@@ -77,6 +77,7 @@ class Settings:
     collector_token: str | None = None
     inbound_context: InboundContext = InboundContext.TRUST
     disabled_instrumentations: tuple[str, ...] = ()
+    log_events: str = "error"
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -147,6 +148,7 @@ class Settings:
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
             collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
+            log_events=reader.choice("TRACEBRIDGE_LOG_EVENTS", ("warning", "error", "off"), "error"),
             disabled_instrumentations=tuple(
                 name.strip().lower()
                 for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")

@@ -82,8 +82,11 @@ def is_complete_shipped_trace(trace: Trace) -> bool:
     for span in trace.spans:
         key = (span.service, span.kind)
         counts[key] = counts.get(key, 0) + 1
-    return {span.service for span in trace.spans} >= set(SERVICE_NAMES) and all(
-        counts.get(key, 0) >= wanted for key, wanted in SHIPPED_ORDER_SPANS.items()
+    # One root: every other span's parent has arrived too (services export independently).
+    return (
+        len(trace.roots) == 1
+        and {span.service for span in trace.spans} >= set(SERVICE_NAMES)
+        and all(counts.get(key, 0) >= wanted for key, wanted in SHIPPED_ORDER_SPANS.items())
     )
 
 

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from tracebridge.config import Settings
-from tracebridge.instrument import http_policy
+from tracebridge.instrument import http_policy, log_events
 
 logger = logging.getLogger("tracebridge")
 
@@ -34,7 +34,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "fastapi": {"exclude_spans": ["receive", "send"]},
     # Trace and span ids on every log record (``%(otelTraceID)s``), without touching the
     # application's own log format.
-    "logging": {"inject_trace_context": True},
+    "logging": {"inject_trace_context": True, "log_hook": log_events.hook},
     # Business keys a server learned (``order.id``) come back in a ``baggage`` response
     # header and join the caller's spans (tracebridge.business_keys).
     "httpx": {
@@ -77,6 +77,8 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
             done.append(name)
         except Exception as error:
             logger.warning("tracebridge: could not instrument %s: %s", name, error)
+    levels = {"warning": logging.WARNING, "error": logging.ERROR}
+    log_events.set_level(levels.get(settings.log_events) if "logging" in done else None)
     if "fastapi" in done:
         http_policy.install_inbound_policy(settings.inbound_context)
     return done
@@ -85,6 +87,7 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
 def uninstrument() -> None:
     """Undo :func:`instrument` for every library it instrumented."""
     http_policy.uninstall_inbound_policy()
+    log_events.set_level(None)
     for name, (library, target) in INSTRUMENTATIONS.items():
         try:
             importlib.import_module(library)
