@@ -255,18 +255,13 @@ def diagnose(
 ) -> None:
     """The verdict for one trace: which hop cost most, what failed, retries, dead letters."""
     import json
-    from dataclasses import asdict
 
     from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
     from tracebridge.render.report import diagnosis_view
 
     diagnosis = run_diagnosis(_load_trace(source, trace_id, order, find))
     if as_json:
-        data = asdict(diagnosis)
-        data["critical_span_ids"] = sorted(diagnosis.critical_span_ids)
-        data["end_to_end_ns"] = diagnosis.end_to_end_ns
-        data["headline"] = diagnosis.headline
-        print(json.dumps(data, default=str))
+        print(json.dumps(diagnosis.to_json()))
         return
     console.print(diagnosis_view(diagnosis))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from tracebridge.analysis.critical_path import (
     NETWORK,
@@ -124,6 +126,16 @@ class Diagnosis:
     @property
     def end_to_end_ns(self) -> int:
         return self.end_ns - self.start_ns
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``tracebridge diagnose --json`` prints and the collector's API returns."""
+        data = asdict(self)
+        data["critical_span_ids"] = sorted(self.critical_span_ids)
+        data["end_to_end_ns"] = self.end_to_end_ns
+        data["headline"] = self.headline
+        data["verdict_where"] = self.verdict.where if self.verdict is not None else None
+        encoded: dict[str, Any] = json.loads(json.dumps(data, default=str))
+        return encoded
 
     @property
     def headline(self) -> str:

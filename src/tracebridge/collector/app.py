@@ -14,6 +14,7 @@ import json
 import queue
 import secrets
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,8 +32,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tracebridge.analysis.model import SpanRecord
+from tracebridge.analysis.diagnosis import diagnose
+from tracebridge.analysis.doctor import doctor
+from tracebridge.analysis.model import SpanRecord, Trace
 from tracebridge.analysis.service_map import service_map
+from tracebridge.collector import ui
 from tracebridge.collector.store import PreparedBatch, SpanStore, TraceNotFound, WriteResult
 from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
 
@@ -224,8 +228,10 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
                 if not sep or not key:
                     raise ValueError("attr is key=value")
                 attribute = (key, value)
+            wanted = [name for name in query.getlist("service") if name]
             summaries = store.search(
-                service=query.get("service") or None,
+                service=wanted[0] if wanted else None,
+                also_services=tuple(wanted[1:]),
                 name=query.get("name") or None,
                 attribute=attribute,
                 min_duration_ns=int(float(query.get("min_duration_ms", "0")) * 1e6) or None,
@@ -238,6 +244,38 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
         except ValueError as error:
             return JSONResponse({"error": f"bad query: {error}"}, status_code=400)
         return JSONResponse({"traces": [asdict(summary) for summary in summaries]})
+
+    def _known_trace(request: Request) -> tuple[str, list[SpanRecord]] | Response:
+        trace_id = request.path_params["trace_id"].lower()
+        if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
+            return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
+        try:
+            return trace_id, store.trace(trace_id)
+        except TraceNotFound:
+            return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
+
+    def get_diagnosis(request: Request) -> Response:
+        found = _known_trace(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse(diagnose(Trace(found[1])).to_json())
+
+    def get_linking(request: Request) -> Response:
+        found = _known_trace(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse({"spans": [span_json(span) for span in store.linking_to(found[0])]})
+
+    def get_doctor(request: Request) -> Response:
+        try:
+            since_s = float(request.query_params.get("since_s", "3600"))
+            unprocessed_after_s = float(request.query_params.get("unprocessed_after_s", "60"))
+        except ValueError:
+            return JSONResponse({"error": "since_s and unprocessed_after_s are seconds"}, status_code=400)
+        now = time.time_ns()
+        spans = store.spans_between(now - int(since_s * 1e9))
+        chains = doctor(spans, now, unprocessed_after_s)
+        return JSONResponse({"spans_examined": len(spans), "broken": [asdict(chain) for chain in chains]})
 
     def services(request: Request) -> Response:
         return JSONResponse({"services": store.services()})
@@ -255,11 +293,15 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
     app = Starlette(
         routes=[
             Route("/v1/traces", ingest, methods=["POST"]),
+            Route("/api/traces/{trace_id}/diagnosis", get_diagnosis),
+            Route("/api/traces/{trace_id}/linked", get_linking),
             Route("/api/traces/{trace_id}", get_trace),
+            Route("/api/doctor", get_doctor),
             Route("/api/traces", search),
             Route("/api/services", services),
             Route("/api/service-map", get_service_map),
             Route("/api/health", health),
+            *ui.routes(),
         ],
         lifespan=_stops(writer),
     )
@@ -276,7 +318,7 @@ class BearerToken:
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not (scope["method"] == "GET" and ui.is_shell(scope["path"])):
             supplied = dict(scope["headers"]).get(b"authorization", b"")
             if not secrets.compare_digest(supplied, b"Bearer " + self.token):
                 response = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)

@@ -389,6 +389,7 @@ class SpanStore:
         self,
         *,
         service: str | None = None,
+        also_services: tuple[str, ...] = (),
         name: str | None = None,
         attribute: tuple[str, str] | None = None,
         min_duration_ns: int | None = None,
@@ -404,6 +405,9 @@ class SpanStore:
         if service:
             where.append("s.service = ?")
             parameters.append(service)
+        for other in also_services:  # traces that also passed through these services
+            where.append("s.trace_id IN (SELECT trace_id FROM spans WHERE service = ?)")
+            parameters.append(other)
         if name:
             where.append("s.name = ?")
             parameters.append(name)
@@ -479,6 +483,18 @@ class SpanStore:
                 "SELECT service, scope, resource_id, body FROM spans WHERE start_ns >= ? AND start_ns <= ? "
                 "ORDER BY start_ns LIMIT ?",
                 (start_ns, end_ns if end_ns is not None else 2**63 - 1, limit),
+            ).fetchall()
+        return self._records(rows)
+
+    def linking_to(self, trace_id: str, limit: int = 1000) -> list[SpanRecord]:
+        """Spans of *other* traces that link to a span of this one (a link-only consumer, a
+        batch receive): the way back along a link."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT s.service, s.scope, s.resource_id, s.body FROM links l "
+                "JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id "
+                "WHERE l.linked_trace_id = ? AND l.trace_id != ? ORDER BY s.start_ns LIMIT ?",
+                (trace_id.lower(), trace_id.lower(), limit),
             ).fetchall()
         return self._records(rows)
 

@@ -33,8 +33,14 @@ INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "fastapi": {"exclude_spans": ["receive", "send"]},
     # Trace and span ids on every log record (``%(otelTraceID)s``), without touching the
-    # application's own log format.
-    "logging": {"inject_trace_context": True, "log_hook": log_events.hook},
+    # application's own log format — and without the upstream default of putting an OTel
+    # logs-bridge handler on the root logger, which would also silence Python's last-resort
+    # stderr output (a program with no logging set up would stop showing its warnings).
+    "logging": {
+        "inject_trace_context": True,
+        "log_hook": log_events.hook,
+        "enable_log_auto_instrumentation": False,
+    },
     # Business keys a server learned (``order.id``) come back in a ``baggage`` response
     # header and join the caller's spans (tracebridge.business_keys).
     "httpx": {
