@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint screenshots clean
+
+# The UI tests drive Debian's Chromium (no browser download); install it if it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tracebridge needs Python 3.11 or newer (set PYTHON=python3.x)")'
@@ -16,13 +20,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m tracebridge demo
 
-test: $(STAMP)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the UI tests need Chromium at $(CHROMIUM) (Debian package 'chromium')"; exit 1; }
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
+
+screenshots: $(STAMP) $(CHROMIUM)
+	TRACEBRIDGE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_ui.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

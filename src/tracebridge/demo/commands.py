@@ -174,12 +174,20 @@ def demo(
         console.print(
             f"\ntry: [bold]tracebridge trace --order {order_id}{source}[/]   "
             f"[bold]tracebridge diagnose --order {order_id}{source}[/]   [bold]tracebridge doctor{source}[/]"
-            f"\ncollector and UI: [bold]{stack.collector_url}/[/]   store: {store_path}"
-            f"   service logs: {directory}"
+            f"\nstore: {store_path}   service logs: {directory}"
         )
+        trace_path = f"/trace/{trace.spans[0].trace_id}"
+        if keep:
+            console.print(f"web UI: [bold]{stack.collector_url}{trace_path}[/]")
+        else:
+            db_option = "" if store_path == DEFAULT_DB else f" --db {store_path}"
+            console.print(
+                f"web UI: run [bold]tracebridge collector{db_option}[/] and open "
+                f"[bold]http://127.0.0.1:4318{trace_path}[/]  (or rerun with --keep: {stack.collector_url}/)"
+            )
         if keep:
             console.print(
-                f"\n[bold]still running[/]: gateway {stack.gateway_url}/graphql, collector "
+                f"\n[bold]still running[/]: gateway {stack.gateway_url}/graphql, collector and web UI "
                 f"{stack.collector_url}/ — Ctrl-C stops everything"
             )
             while True:

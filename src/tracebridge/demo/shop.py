@@ -65,7 +65,7 @@ async def order_status(client: httpx.AsyncClient, order_id: str) -> str | None:
 
 
 async def wait_final(
-    client: httpx.AsyncClient, order_ids: list[str], timeout: float, poll: float = 0.1
+    client: httpx.AsyncClient, order_ids: list[str], timeout: float, poll: float = 0.25
 ) -> dict[str, str]:
     """Each order's final status; :class:`ShopError` naming the stuck ones after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -101,9 +101,11 @@ class Stack:
         extra_env: Mapping[str, str] | None = None,
         collector_port: int | None = None,
         db: Path | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.directory = directory
         self._db = db or directory / "traces.db"
+        self.service_overrides = {name: dict(env) for name, env in (service_env or {}).items()}
         self.faults = faults or Faults()
         self.faults.validate()
         self.traced = traced
@@ -186,6 +188,7 @@ class Stack:
             env["TRACEBRIDGE_INBOUND_CONTEXT"] = "drop"  # the edge starts the trace
         env.update(self.faults.env(name))
         env.update(self.extra_env)
+        env.update(self.service_overrides.get(name, {}))
         return env
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:

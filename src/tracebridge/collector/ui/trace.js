@@ -90,11 +90,12 @@ export async function renderTrace(main, traceId, navigate) {
 
   const legend = h("p", { class: "legend muted" },
     h("span", { class: "key crit" }), " critical path  ",
-    h("span", { class: "key qwait" }), " waiting in a topic  ",
+    h("span", { class: "key wait-key" }), " waiting in a topic  ",
     h("span", { class: "key err" }), " error  ·  ↑/↓ or j/k move, Esc closes");
   const spacer = h("div", { class: "spacer", style: { height: `${rows.length * ROW}px` } });
   const viewport = h("div", { class: "waterfall", tabindex: "0", role: "listbox", "aria-label": "spans" }, spacer);
   const details = h("aside", { class: "details", "aria-live": "polite" }, h("p", { class: "muted" }, "Select a span to see its attributes, events and links."));
+  viewport.style.height = `${Math.min(rows.length * ROW + 2, Math.max(240, window.innerHeight * 0.7))}px`;
   main.append(legend, h("div", { class: "trace-body" }, viewport, details));
 
   let selected = -1;

@@ -1,0 +1,418 @@
+"""The web UI in real headless Chromium (Debian's, driven by Playwright), on a collector fed by
+the real eshop stack: queue-wait bars, critical path and verdict, links across traces and
+back, search by order.id, the service map, the doctor, hostile span text, a 5 000-span trace,
+the bearer token and dark mode.
+
+Set TRACEBRIDGE_SCREENSHOTS=docs/screenshots (``make screenshots``) to save each page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tracebridge.analysis.diagnosis import diagnose
+from tracebridge.analysis.model import Trace
+from tracebridge.collector.store import SpanStore
+from tracebridge.demo import runner
+from tracebridge.demo.stack import Faults, Stack
+
+CHROMIUM = os.environ.get("TRACEBRIDGE_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.environ.get("TRACEBRIDGE_SCREENSHOTS")
+HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+HOSTILE_VALUE = "<script>window.__pwned = 1</script>"
+BIG = 5000
+
+
+
+def hexid(bits: int) -> str:
+    return f"{random.getrandbits(bits):0{bits // 4}x}"
+
+
+def otlp(spans: list[dict], service: str) -> bytes:
+    """An OTLP/JSON export request, as any SDK would send it."""
+
+    def attributes(values: dict) -> list[dict]:
+        return [{"key": k, "value": {"stringValue": str(v)}} for k, v in values.items()]
+
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": attributes({"service.name": service})},
+                    "scopeSpans": [
+                        {
+                            "scope": {"name": "test"},
+                            "spans": [
+                                {
+                                    "traceId": span["trace_id"],
+                                    "spanId": span["span_id"],
+                                    **({"parentSpanId": span["parent"]} if span.get("parent") else {}),
+                                    "name": span["name"],
+                                    "kind": span.get("kind", 1),
+                                    "startTimeUnixNano": str(span["start"]),
+                                    "endTimeUnixNano": str(span["end"]),
+                                    "attributes": attributes(span.get("attributes", {})),
+                                    "events": [
+                                        {"timeUnixNano": str(span["start"]), "name": e, "attributes": []}
+                                        for e in span.get("events", [])
+                                    ],
+                                    "status": {"code": span.get("status", 0)},
+                                }
+                                for span in spans
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    ).encode()
+
+
+def post(collector: str, body: bytes) -> None:
+    response = httpx.post(
+        f"{collector}/v1/traces", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+
+
+class Data:
+    def __init__(self, stack: Stack, order_id: str, main: Trace, hostile: str, big: str, broken: str):
+        self.stack, self.order_id, self.main = stack, order_id, main
+        self.hostile, self.big, self.broken = hostile, big, broken
+        self.url = stack.collector_url or ""
+
+
+def main_trace_complete(trace: Trace) -> bool:
+    services = {s.service for s in trace.spans}
+    notifications = sum(1 for s in trace.spans if s.service == "notification" and s.kind == "SERVER")
+    return len(trace.roots) == 1 and notifications >= 2 and "logistics-worker" in services
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
+    # order-status-worker in link mode: its process spans are traces of their own, linked to
+    # the order's trace — the links the UI must let you follow, both ways.
+    stack = Stack(
+        tmp_path_factory.mktemp("ui"),
+        Faults(slow={"logistics-worker": 300}),
+        service_env={"order-status-worker": {"TRACEBRIDGE_CONSUMER_PARENT": "link"}},
+    )
+    with stack:
+        ids = asyncio.run(runner.place_orders(stack.gateway_url, 2))
+        asyncio.run(runner.wait_final(stack.gateway_url, ids, timeout=60))
+        traces = runner.wait_traces(stack.db, ids, timeout=30, complete=main_trace_complete)
+        order_id = ids[0]
+        main = Trace([s for s in traces[order_id].spans if s.service != "order-status-worker"])
+        assert main_trace_complete(main)
+        now = time.time_ns()
+        collector = stack.collector_url or ""
+        hostile = hexid(128)
+        root = hexid(64)
+        post(
+            collector,
+            otlp(
+                [
+                    {
+                        "trace_id": hostile,
+                        "span_id": root,
+                        "name": HOSTILE_NAME,
+                        "start": now,
+                        "end": now + 5_000_000,
+                        "kind": 2,
+                        "attributes": {"note": HOSTILE_VALUE, HOSTILE_NAME: "key too"},
+                        "events": ["<svg onload=alert(2)>"],
+                        "status": 2,
+                    },
+                    {
+                        "trace_id": hostile,
+                        "span_id": hexid(64),
+                        "parent": root,
+                        "name": "child \" ' & </td>",
+                        "start": now + 1_000_000,
+                        "end": now + 2_000_000,
+                    },
+                ],
+                "<b>evil-service</b>",
+            ),
+        )
+        big = hexid(128)
+        ids_big = [hexid(64) for _ in range(BIG)]
+        spans = [
+            {
+                "trace_id": big,
+                "span_id": ids_big[0],
+                "name": "span 0",
+                "start": now,
+                "end": now + BIG * 1000 + 1000,
+            }
+        ]
+        for index in range(1, BIG):
+            parent = ids_big[(index - 1) // 4]  # a tree four wide
+            spans.append(
+                {
+                    "trace_id": big,
+                    "span_id": ids_big[index],
+                    "parent": parent,
+                    "name": f"span {index}",
+                    "start": now + index * 1000,
+                    "end": now + index * 1000 + 900,
+                }
+            )
+        for chunk in range(0, BIG, 1000):
+            post(collector, otlp(spans[chunk : chunk + 1000], "bulk"))
+        broken = hexid(128)
+        post(
+            collector,
+            otlp(
+                [
+                    {
+                        "trace_id": broken,
+                        "span_id": hexid(64),
+                        "name": "process payments",
+                        "kind": 5,
+                        "start": now,
+                        "end": now + 1_000_000,
+                        "attributes": {
+                            "messaging.destination.name": "payments",
+                            "messaging.operation.type": "process",
+                            "tracebridge.context.source": "none",
+                        },
+                    }
+                ],
+                "ledger-worker",
+            ),
+        )
+        yield Data(stack, order_id, main, hostile, big, broken)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    # Not a skip: `make test` installs Debian's chromium, so a missing browser is a broken setup.
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: run `make test`, which installs it"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    # (Chromium logs the API's 401 as a console error; asking for the token is the UI's answer)
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(message.text)
+            if message.type == "error" and "status of 401" not in message.text
+            else None
+        ),
+    )
+    yield page
+    page.close()
+    assert problems == []
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+
+def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    trace_id = data.main.spans[0].trace_id
+    expected = diagnose(Trace(SpanStore(data.stack.db).trace(trace_id)))
+    page.goto(f"{data.url}/trace/{trace_id}")
+    page.wait_for_selector(".row")
+    assert page.locator("#verdict").inner_text() == expected.headline
+    rows = page.locator(".row")
+    assert rows.count() == expected.span_count  # small enough to be rendered whole
+    critical = set(page.locator(".row.critical").evaluate_all("rows => rows.map(r => r.dataset.spanId)"))
+    assert critical == set(expected.critical_span_ids) and critical
+    waited = {
+        s.span_id
+        for s in SpanStore(data.stack.db).trace(trace_id)
+        if s.kind == "CONSUMER" and (s.attributes.get("tracebridge.queue_wait_ms") or 0) > 0
+    }
+    drawn = set(page.locator(".row:has(.qwait)").evaluate_all("rows => rows.map(r => r.dataset.spanId)"))
+    assert drawn == waited and len(waited) >= 3
+    # the queue-wait bar ends where the processing bar starts: send → wait → process
+    for span_id in waited:
+        row = page.locator(f'.row[data-span-id="{span_id}"]')
+        wait_box, bar_box = row.locator(".qwait").bounding_box(), row.locator(".bar").bounding_box()
+        assert abs(wait_box["x"] + wait_box["width"] - bar_box["x"]) < 2.5
+    shot(page, "trace")
+
+
+def test_span_details_follow_links_into_another_trace_and_back(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    send = next(s for s in data.main.spans if s.service == "inventory-worker" and s.kind == "PRODUCER")
+    page.goto(f"{data.url}/trace/{send.trace_id}?span={send.span_id}")
+    page.wait_for_selector('.row[aria-selected="true"]')
+    assert page.locator('.row[aria-selected="true"]').get_attribute("data-span-id") == send.span_id
+    back_link = page.locator(
+        ".details li.link-in", has_text="order-status-worker: process inventory"
+    ).locator("a")
+    back_link.click()
+    page.wait_for_url("**/trace/**")
+    other = urlsplit(page.url)
+    assert other.path != f"/trace/{send.trace_id}"
+    page.wait_for_selector('.row[aria-selected="true"]')
+    selected = page.locator('.row[aria-selected="true"]')
+    assert "process inventory" in selected.inner_text() and "order-status-worker" in selected.inner_text()
+    assert parse_qs(other.query)["span"] == [selected.get_attribute("data-span-id")]
+    shot(page, "trace-linked")
+    page.locator(".details li.link-out a.other-trace").click()
+    page.wait_for_url(f"**/trace/{send.trace_id}?span={send.span_id}")
+    page.wait_for_selector('.row[aria-selected="true"]')
+    assert page.locator('.row[aria-selected="true"]').get_attribute("data-span-id") == send.span_id
+
+
+def test_keyboard_moves_the_selection(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    trace_id = data.main.spans[0].trace_id
+    page.goto(f"{data.url}/trace/{trace_id}")
+    page.wait_for_selector(".row")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    assert page.locator('.row[aria-selected="true"]').get_attribute("data-index") == "1"
+    page.keyboard.press("k")
+    assert page.locator('.row[aria-selected="true"]').get_attribute("data-index") == "0"
+    assert page.locator(".details h2").inner_text() == "POST /graphql"
+    page.keyboard.press("Escape")
+    assert page.locator('.row[aria-selected="true"]').count() == 0
+
+
+def test_search_by_order_id_is_a_shareable_link(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/")
+    page.wait_for_selector("form.filters")
+    page.fill('input[name="attr"]', f"order.id={data.order_id}")
+    page.click('button[type="submit"]')
+    page.wait_for_url("**/?attr=*")
+    assert parse_qs(urlsplit(page.url).query)["attr"] == [f"order.id={data.order_id}"]
+    page.wait_for_selector("tr.result")
+    found = page.locator("tr.result").evaluate_all("rows => rows.map(r => r.dataset.traceId)")
+    assert data.main.spans[0].trace_id in found
+    shot(page, "search")
+    page.reload()  # the URL alone reproduces the search
+    page.wait_for_selector("tr.result")
+    assert page.locator('input[name="attr"]').input_value() == f"order.id={data.order_id}"
+    assert page.locator("tr.result").evaluate_all("rows => rows.map(r => r.dataset.traceId)") == found
+    page.locator(f'tr.result[data-trace-id="{data.main.spans[0].trace_id}"] a').click()
+    page.wait_for_selector("#verdict")
+
+
+def test_service_map_draws_sync_and_async_edges_and_searches_an_edge(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/map")
+    page.wait_for_selector("svg.map")
+    nodes = set(page.locator("g.node").evaluate_all("nodes => nodes.map(n => n.dataset.service)"))
+    assert {
+        "gateway",
+        "order",
+        "inventory",
+        "billing",
+        "notification",
+        "inventory-worker",
+        "logistics-worker",
+        "notification-worker",
+        "order-status-worker",
+    } <= nodes
+    sync = page.locator('g.edge[data-source="gateway"][data-target="order"]')
+    assert sync.get_attribute("data-type") == "sync" and "async" not in sync.get_attribute("class")
+    hop = page.locator('g.edge[data-source="order"][data-target="inventory-worker"][data-topic="orders"]')
+    assert hop.get_attribute("class").split() == ["edge", "async"]
+    label = page.locator('g.label[data-source="order"][data-target="inventory-worker"][data-topic="orders"]')
+    assert "orders · " in (label.text_content() or "")
+    shot(page, "map")
+    label.click()
+    page.wait_for_url("**/?service=order&service=inventory-worker")
+    page.wait_for_selector("tr.result")
+    assert data.main.spans[0].trace_id in page.locator("tr.result").evaluate_all(
+        "r => r.map(x => x.dataset.traceId)"
+    )
+
+
+def test_doctor_lists_broken_chains_with_example_traces(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/doctor")
+    row = page.locator("table.doctor tr", has_text="payments")
+    row.wait_for()
+    assert "ledger-worker" in row.inner_text() and "record carried no trace context" in row.inner_text()
+    shot(page, "doctor")
+    row.locator("a").click()
+    page.wait_for_url(f"**/trace/{data.broken}")
+    page.wait_for_selector(".row")
+    assert "process payments" in page.locator(".row").first.inner_text()
+
+
+def test_hostile_span_text_is_shown_and_never_run(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/?service=%3Cb%3Eevil-service%3C%2Fb%3E")
+    page.wait_for_selector("tr.result")
+    assert HOSTILE_NAME in page.locator("tr.result").first.inner_text()
+    assert "<b>evil-service</b>" in page.locator("tr.result").first.inner_text()
+    page.goto(f"{data.url}/trace/{data.hostile}")
+    page.wait_for_selector(".row")
+    page.locator(".row").first.click()
+    details = page.locator(".details")
+    assert HOSTILE_NAME in details.locator("h2").inner_text()
+    assert HOSTILE_VALUE in details.inner_text() and "<svg onload=alert(2)>" in details.inner_text()
+    assert "child \" ' & </td>" in page.locator(".row").nth(1).inner_text()
+    assert (
+        page.evaluate(
+            "() => document.querySelectorAll('main img, main script, main b, main svg *[onload]').length"
+        )
+        == 0
+    )
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_a_5000_span_trace_renders_only_what_is_on_screen(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/trace/{data.big}")
+    page.wait_for_selector(".row")
+    assert page.locator(".summary").inner_text().count(f"{BIG} spans") == 1
+    assert page.locator(".row").count() < 150  # virtualised: not 5 000 DOM rows
+    page.locator(".waterfall").focus()
+    page.keyboard.press("End")
+    last = page.locator('.row[aria-selected="true"]')
+    last.wait_for()
+    assert int(last.get_attribute("data-index")) == BIG - 1
+    assert last.is_visible() and page.locator(".row").count() < 150
+    page.keyboard.press("Home")
+    assert page.locator('.row[aria-selected="true"]').inner_text().count("span 0") == 1
+
+
+def test_dark_mode_follows_the_system_setting(data: Data, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1440, "height": 900}, color_scheme="dark")
+    trace_id = data.main.spans[0].trace_id
+    page.goto(f"{data.url}/trace/{trace_id}")
+    page.wait_for_selector(".row")
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    channels = [int(part) for part in background[background.index("(") + 1 : -1].split(",")[:3]]
+    assert sum(channels) < 120, background
+    page.locator(".row").nth(2).click()
+    shot(page, "trace-dark")
+    page.close()
+
+
+def test_a_token_protected_collector_asks_for_the_token(tmp_path, page) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import RunningCollector
+    from tracebridge.collector.app import CollectorConfig
+
+    with RunningCollector(tmp_path / "t.db", CollectorConfig(token="s3cret")) as collector:
+        assert httpx.get(f"{collector.url}/api/traces").status_code == 401
+        page.goto(f"{collector.url}/")  # the page itself holds no data and needs no token
+        page.wait_for_selector("form.token-form")
+        page.fill('input[name="token"]', "s3cret")
+        page.click("form.token-form button")
+        page.wait_for_selector("form.filters")
+        assert "No trace matches" in page.locator("main").inner_text()
