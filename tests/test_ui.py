@@ -32,7 +32,6 @@ HOSTILE_VALUE = "<script>window.__pwned = 1</script>"
 BIG = 5000
 
 
-
 def hexid(bits: int) -> str:
     return f"{random.getrandbits(bits):0{bits // 4}x}"
 

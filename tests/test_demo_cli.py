@@ -1,0 +1,91 @@
+"""`tracebridge demo`, `up` and `down` as a user runs them: real processes end to end, the
+story on screen, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def eshop_processes() -> list[int]:
+    """Processes running an eshop service (their command line names the module)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.startswith(b"eshop.") for part in command) and b"-m" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def tracebridge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    env["COLUMNS"] = "160"
+    return subprocess.run(
+        [sys.executable, "-m", "tracebridge", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_demo_tells_the_whole_story_and_leaves_nothing_running(tmp_path: Path) -> None:
+    assert eshop_processes() == []
+    result = tracebridge(
+        "demo",
+        "--orders",
+        "3",
+        "--db",
+        str(tmp_path / "traces.db"),
+        "--logs",
+        str(tmp_path / "logs"),
+        "--slow",
+        "logistics-worker=400",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "broker, collector and 9 services up" in out
+    assert "3 shipped, 0 cancelled" in out
+    assert "one trace of" in out and "across 9 services" in out
+    assert "verdict" in out and "logistics-worker" in out
+    assert "web UI: run tracebridge collector --db" in out and "/trace/" in out
+    logs = {path.stem for path in (tmp_path / "logs").glob("*.log")}
+    assert {"gateway", "order", "notification-worker", "collector"} <= logs
+    assert eshop_processes() == []
+
+
+def test_demo_rejects_an_unknown_service_before_starting_anything(tmp_path: Path) -> None:
+    result = tracebridge("demo", "--slow", "shipping=100", "--logs", str(tmp_path / "logs"))
+    assert result.returncode == 2
+    assert "unknown service 'shipping'" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_up_leaves_the_stack_running_and_down_stops_all_of_it(tmp_path: Path) -> None:
+    state = tmp_path / "stack"
+    up = tracebridge("up", "--dir", str(state))
+    assert up.returncode == 0, up.stdout + up.stderr
+    info = json.loads((state / "stack.json").read_text())
+    assert f"gateway   {info['gateway']}/graphql" in up.stdout
+    try:
+        assert httpx.get(f"{info['gateway']}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{info['collector']}/api/health", timeout=5).status_code == 200
+        assert len(eshop_processes()) == 9
+        again = tracebridge("up", "--dir", str(state))
+        assert again.returncode == 0 and "already running" in again.stdout
+    finally:
+        down = tracebridge("down", "--dir", str(state))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not (state / "stack.json").exists()
+    deadline = time.monotonic() + 10
+    while eshop_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert eshop_processes() == []
+    assert {path.stem for path in state.glob("*.log")} >= {"gateway", "order", "supervisor", "collector"}
