@@ -183,7 +183,7 @@ def demo(
             db_option = "" if store_path == DEFAULT_DB else f" --db {store_path}"
             console.print(
                 f"web UI: run [bold]tracebridge collector{db_option}[/] and open "
-                f"[bold]http://127.0.0.1:4318{trace_path}[/]  (or rerun with --keep: {stack.collector_url}/)"
+                f"[bold]http://127.0.0.1:4318{trace_path}[/]  (or rerun with --keep to leave it all running)"
             )
         if keep:
             console.print(
