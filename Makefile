@@ -4,11 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint screenshots clean
+.PHONY: demo test bench lint screenshots system-packages clean
 
-# The UI tests drive Debian's Chromium (no browser download); install it if it is missing.
-CHROMIUM := /usr/bin/chromium
-SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Tests use real parts from Debian: Chromium for the UI, a PostgreSQL server for the SQL layer.
+# Installed here if missing (no browser or database is downloaded at test time).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tracebridge needs Python 3.11 or newer (set PYTHON=python3.x)")'
@@ -20,12 +20,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m tracebridge demo
 
-$(CHROMIUM):
-	@command -v apt-get >/dev/null || { echo "the UI tests need Chromium at $(CHROMIUM) (Debian package 'chromium')"; exit 1; }
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+system-packages:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "the tests need Debian packages:$$missing"; exit 1; }; \
+	  echo "installing$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) system-packages
 	$(PY) -m pytest
 
 bench: $(STAMP)
@@ -33,7 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
 
-screenshots: $(STAMP) $(CHROMIUM)
+screenshots: $(STAMP) system-packages
 	TRACEBRIDGE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_ui.py
 
 lint: $(STAMP)
