@@ -5,6 +5,7 @@ that drops trace context is found by the doctor."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -92,6 +93,9 @@ def test_a_failing_rest_service_shows_retries_then_the_dead_letter_send(broken_s
         assert call.status == "ERROR" and call.attributes["http.status_code"] == 503
         server = next(s for s in trace.spans if s.parent_span_id == call.span_id)
         assert (server.service, server.name, server.status) == ("notification", "POST /sendEmail", "ERROR")
+    # the backoff (100, 200, 400 ms) lies between the attempts, not inside the failed ones
+    for index, (this, following) in enumerate(itertools.pairwise(attempts)):
+        assert following.start_ns - this.end_ns >= 0.9 * 100e6 * 2**index
     dlq = next(s for s in trace.spans if s.name == "send orders.dlq")
     assert dlq.kind == "PRODUCER" and dlq.parent_span_id == attempts[-1].span_id
     diagnosis = diagnose(trace)

@@ -138,6 +138,7 @@ class Worker:
             await self._commit(record)
             return
         handler = self.handlers.get(type(event))
+        retry_in_ms: float | None = None
         if handler is not None:
             try:
                 await faults.apply(self.config.faults)
@@ -148,31 +149,36 @@ class Worker:
                 reason = f"{type(error).__name__}: {error}"
                 if attempts < self.config.max_attempts:
                     self._failures[place] = attempts
-                    delay = min(
+                    retry_in_ms = min(
                         self.config.retry_backoff_ms * 2 ** (attempts - 1), self.config.retry_backoff_max_ms
                     )
+                    # Logged with the exception: tracebridge records it on this attempt's span.
                     logger.error(
                         "%s for order %s failed (attempt %d of %d), retrying in %.0f ms: %s",
                         type(event).__name__,
                         event.order_id,
                         attempts,
                         self.config.max_attempts,
-                        delay,
+                        retry_in_ms,
                         reason,
                         exc_info=error,
                     )
-                    await asyncio.sleep(delay / 1000.0)
-                    self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
-                    return
-                logger.error(
-                    "dead-lettering %s for order %s after %d attempts: %s",
-                    type(event).__name__,
-                    event.order_id,
-                    attempts,
-                    reason,
-                    exc_info=error,
-                )
-                await self.publisher.dead_letter(record, self.group, reason, attempts)
+                else:
+                    logger.error(
+                        "dead-lettering %s for order %s after %d attempts: %s",
+                        type(event).__name__,
+                        event.order_id,
+                        attempts,
+                        reason,
+                        exc_info=error,
+                    )
+                    await self.publisher.dead_letter(record, self.group, reason, attempts)
+        if retry_in_ms is not None:
+            # Seek back first (that ends this attempt), then wait: the backoff lies between
+            # the attempts instead of inflating the failed one.
+            self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+            await asyncio.sleep(retry_in_ms / 1000.0)
+            return
         self._failures.pop(place, None)
         await self._commit(record)
 

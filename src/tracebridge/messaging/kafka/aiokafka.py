@@ -2,7 +2,7 @@
 
 Wraps ``AIOKafkaProducer.send`` (the span covers the broker acknowledgement, not just the
 buffering), ``AIOKafkaConsumer.getone`` (which ``async for`` uses) and ``getmany``, and the
-calls that mean "the handler is done": ``commit`` and ``stop``.
+calls that mean "the handler is done": ``commit``, ``seek`` and ``stop``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _WRAPPED = (
     ("AIOKafkaConsumer", "getmany"),
     ("AIOKafkaConsumer", "commit"),
     ("AIOKafkaConsumer", "stop"),
+    ("AIOKafkaConsumer", "seek"),
 )
 
 
@@ -71,6 +72,9 @@ class AIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getmany", partial(_traced_getmany, spans))
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "commit", _ends_active_span)
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "stop", _ends_active_span)
+        # Seeking (back, to retry; or away) also means "done with this record": a retry's
+        # backoff then falls between the attempts' spans, not inside the failed one.
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "seek", _seek_ends_active_span)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import aiokafka
@@ -195,6 +199,11 @@ async def _traced_getmany(
         span, context = spans.start_receive(client, records, _group_key(instance, client))
         scope.activate(instance, span, context)
     return batches
+
+
+def _seek_ends_active_span(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    scope.finish(instance)
+    return wrapped(*args, **kwargs)
 
 
 async def _ends_active_span(
