@@ -47,11 +47,14 @@ def run_batch(stack: Stack, orders: int, concurrency: int, seed: int, timeout: f
     return time.perf_counter() - started
 
 
-def measure(traced: bool, orders: int, concurrency: int, root: Path) -> float:
+def measure(traced: bool, orders: int, concurrency: int, root: Path, sample: float = 1.0) -> float:
     directory = Path(tempfile.mkdtemp(prefix="traced-" if traced else "plain-", dir=root))
     # Traced services export on OpenTelemetry's default schedule (5 s), as in production; the
     # demo and the tests use 200 ms so traces show up at once.
-    with Stack(directory, traced=traced, extra_env={"OTEL_BSP_SCHEDULE_DELAY": "5000"}) as stack:
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
+    if sample < 1.0:
+        env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(sample)}
+    with Stack(directory, traced=traced, extra_env=env) as stack:
         run_batch(stack, max(10, orders // 10), concurrency, seed=1)  # warm-up
         seconds = run_batch(stack, orders, concurrency, seed=2)
     return orders / seconds
@@ -64,13 +67,21 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="head-sampling ratio of the traced stack (default: every trace)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tracebridge-bench-eshop-"))
     ratios, traced_rates, plain_rates = [], [], []
     for number in range(1, args.rounds + 1):
         # Alternate which goes first, so drift in the machine's load doesn't favour one side.
         order = (False, True) if number % 2 else (True, False)
-        rates = {traced: measure(traced, args.orders, args.concurrency, root) for traced in order}
+        rates = {
+            traced: measure(traced, args.orders, args.concurrency, root, args.sample) for traced in order
+        }
         traced_rates.append(rates[True])
         plain_rates.append(rates[False])
         ratios.append(rates[True] / rates[False])
@@ -80,7 +91,8 @@ def main() -> None:
             flush=True,
         )
     print(
-        f"eshop, {args.orders} orders x {args.rounds} rounds, {args.concurrency} clients: "
+        f"eshop, {args.orders} orders x {args.rounds} rounds, {args.concurrency} clients, "
+        f"sampling {args.sample:g}: "
         f"untraced {statistics.median(plain_rates):.1f} orders/s, "
         f"traced {statistics.median(traced_rates):.1f} orders/s; "
         f"traced/untraced = {statistics.median(ratios):.2f} (target >= 0.90)"

@@ -9,6 +9,8 @@ serving HTTP or Kafka never stalls on the disk.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 T = TypeVar("T")
 metadata = MetaData()
@@ -104,9 +106,10 @@ mails = Table(
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Several processes share one file (order + order-status-worker): WAL lets readers run
     # beside the writer, and the busy timeout makes writers queue instead of failing.
+    # busy_timeout first: switching to WAL takes a lock another process may be holding.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -121,15 +124,18 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
     def create_tables(self) -> None:
-        # Two processes of one domain may start together on one file; the loser of the
-        # check-then-create race sees "already exists" and simply checks again.
-        for attempt in range(3):
+        # Processes of one domain (replicas, a service and its worker) may start together on
+        # one database; the loser of a check-then-create race sees "already exists" (or, on
+        # PostgreSQL, a duplicate catalogue row) and checks again.  Every retry finds more
+        # tables in place, so this ends.
+        for attempt in range(50):
             try:
                 metadata.create_all(self.engine)
                 return
-            except OperationalError:
-                if attempt == 2:
+            except (OperationalError, ProgrammingError, IntegrityError):
+                if attempt == 49:
                     raise
+                time.sleep(0.02 + random.random() * 0.05)
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.run_sync, work)
