@@ -70,14 +70,16 @@ def wait_for(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
 
 def test_a_failing_rest_service_shows_retries_then_the_dead_letter_send(broken_stack: Stack) -> None:
     order_id = place_one(broken_stack)
+    store = SpanStore(broken_stack.db)
 
     def dead_lettered() -> Trace | None:
-        trace = runner.order_trace(SpanStore(broken_stack.db), order_id)
+        trace = runner.order_trace(store, order_id)
         names = {s.name for s in trace.spans} if trace else set()
         # (the shipment mail's dead letter is in another trace: inventory-worker broke the chain)
         return trace if "send orders.dlq" in names else None
 
     trace = wait_for(dead_lettered)
+    store.close()
     attempts = sorted(
         (s for s in trace.spans if s.service == "notification-worker" and s.name == "process orders"),
         key=lambda s: s.start_ns,

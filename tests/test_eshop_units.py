@@ -77,9 +77,11 @@ def test_fault_flags_parse_and_reject_unknown_services_and_bad_values() -> None:
             parse_faults(slow, fail, broken)
 
 
-def keyed_provider() -> tuple[TracerProvider, InMemorySpanExporter, BusinessKeysProcessor]:
+def keyed_provider(
+    max_held: int = 10_000,
+) -> tuple[TracerProvider, InMemorySpanExporter, BusinessKeysProcessor]:
     exporter = InMemorySpanExporter()
-    processor = BusinessKeysProcessor(("order.id",), SimpleSpanProcessor(exporter))
+    processor = BusinessKeysProcessor(("order.id",), SimpleSpanProcessor(exporter), max_held=max_held)
     provider = TracerProvider()
     provider.add_span_processor(processor)
     return provider, exporter, processor
@@ -115,10 +117,7 @@ def test_a_trace_that_never_gets_a_key_is_released_when_its_last_local_span_ends
 
 
 def test_held_spans_are_bounded_and_flushed_never_dropped() -> None:
-    exporter = InMemorySpanExporter()
-    processor = BusinessKeysProcessor(("order.id",), SimpleSpanProcessor(exporter), max_held=2)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider, exporter, _ = keyed_provider(max_held=2)
     tracer = provider.get_tracer("t")
     root = tracer.start_span("long-running")
     with _current(root):

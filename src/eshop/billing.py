@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, update
 
 from eshop import db
 from eshop.config import Config
-from eshop.service import http_app, load_config, serve_http
+from eshop.service import http_app, serve_http
 
 
 class ChargeRequest(BaseModel):
@@ -81,8 +81,7 @@ def create_app(config: Config) -> FastAPI:
 
 
 def main() -> None:
-    config = load_config()
-    serve_http(create_app(config), config)
+    serve_http(create_app)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 
 from eshop.config import Config
-from eshop.service import http_app, load_config, serve_http
+from eshop.service import http_app, serve_http
 
 _FORWARDED = ("content-type", "accept")
 
@@ -53,8 +53,7 @@ def create_app(config: Config) -> FastAPI:
 
 
 def main() -> None:
-    config = load_config()
-    serve_http(create_app(config), config)
+    serve_http(create_app)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from eshop import db
 from eshop.config import Config
-from eshop.service import http_app, load_config, serve_http
+from eshop.service import http_app, serve_http
 
 CATALOGUE: dict[str, tuple[str, int]] = {
     "BOOK-42": ("Designing Data-Intensive Applications", 4500),
@@ -63,8 +63,7 @@ async def _close(database: db.Database) -> None:
 
 
 def main() -> None:
-    config = load_config()
-    serve_http(create_app(config), config)
+    serve_http(create_app)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from eshop import db, events
 from eshop.config import Config
 from eshop.inventory import seed
 from eshop.kafka import Publisher, Worker
-from eshop.service import load_config, run_worker
+from eshop.service import run_worker
 
 
 def reserve(connection: Connection, order: events.OrderCreated) -> tuple[str, str]:
@@ -65,8 +65,7 @@ def build(config: Config) -> Worker:
 
 
 def main() -> None:
-    config = load_config()
-    run_worker(config, lambda: build(config))
+    run_worker(build)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 from eshop import db, events
 from eshop.config import Config
 from eshop.kafka import Publisher, Worker
-from eshop.service import load_config, run_worker
+from eshop.service import run_worker
 
 CARRIERS = ("parcelfast", "roadrunner", "owlpost")
 
@@ -51,8 +51,7 @@ def build(config: Config) -> Worker:
 
 
 def main() -> None:
-    config = load_config()
-    run_worker(config, lambda: build(config))
+    run_worker(build)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from eshop import db
 from eshop.config import Config
-from eshop.service import http_app, load_config, serve_http
+from eshop.service import http_app, serve_http
 
 
 class Mail(BaseModel):
@@ -70,8 +70,7 @@ def create_app(config: Config) -> FastAPI:
 
 
 def main() -> None:
-    config = load_config()
-    serve_http(create_app(config), config)
+    serve_http(create_app)
 
 
 if __name__ == "__main__":

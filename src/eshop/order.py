@@ -25,7 +25,7 @@ from strawberry.types import Info
 from eshop import db, events
 from eshop.config import Config
 from eshop.kafka import Publisher
-from eshop.service import http_app, load_config, serve_http
+from eshop.service import http_app, serve_http
 
 logger = logging.getLogger("eshop.order")
 
@@ -197,8 +197,7 @@ def create_app(config: Config) -> FastAPI:
 
 
 def main() -> None:
-    config = load_config()
-    serve_http(create_app(config), config)
+    serve_http(create_app)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from eshop import db, events
 from eshop.config import Config
 from eshop.kafka import Publisher, Worker
-from eshop.service import load_config, run_worker
+from eshop.service import run_worker
 
 RANK = {"CREATED": 0, "RESERVED": 1, "SHIPPED": 2, "CANCELLED": 2}
 FINAL = frozenset({"SHIPPED", "CANCELLED"})
@@ -72,8 +72,7 @@ def build(config: Config) -> Worker:
 
 
 def main() -> None:
-    config = load_config()
-    run_worker(config, lambda: build(config))
+    run_worker(build)
 
 
 if __name__ == "__main__":

@@ -71,11 +71,13 @@ def http_app(
     return app
 
 
-def serve_http(app: Any, config: Config) -> None:
+def serve_http(create_app: Callable[[Config], FastAPI]) -> None:
+    """A REST/GraphQL service's ``main``: configuration, logging, then uvicorn on ``PORT``."""
     import uvicorn
 
+    config = load_config()
     setup_logging()
-    uvicorn.run(app, host="0.0.0.0", port=config.port, log_config=None, access_log=False)
+    uvicorn.run(create_app(config), host="0.0.0.0", port=config.port, log_config=None, access_log=False)
 
 
 async def _health_server(port: int, ready: Callable[[], bool]) -> asyncio.base_events.Server:
@@ -97,12 +99,14 @@ async def _health_server(port: int, ready: Callable[[], bool]) -> asyncio.base_e
     return await asyncio.start_server(answer, "0.0.0.0", port)
 
 
-def run_worker(config: Config, make_worker: Callable[[], Any]) -> None:
-    """Run a :class:`eshop.kafka.Worker` until SIGTERM/SIGINT, with its health port."""
+def run_worker(build: Callable[[Config], Any]) -> None:
+    """A worker's ``main``: run the :class:`eshop.kafka.Worker` ``build`` makes until
+    SIGTERM/SIGINT, with its health port."""
+    config = load_config()
     setup_logging()
 
     async def main() -> None:
-        worker = make_worker()
+        worker = build(config)  # in the loop: aiokafka binds its clients to it
         server = await _health_server(config.port, lambda: worker.ready)
         task = asyncio.ensure_future(worker.run())
         loop = asyncio.get_running_loop()

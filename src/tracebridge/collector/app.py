@@ -209,14 +209,21 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
             return Response(json_format.MessageToJson(response), media_type=JSON)
         return Response(response.SerializeToString(), media_type=PROTOBUF)
 
-    def get_trace(request: Request) -> Response:
+    def _known_trace(request: Request) -> tuple[str, list[SpanRecord]] | Response:
+        """The trace the path names, or the 400/404 answer for it."""
         trace_id = request.path_params["trace_id"].lower()
         if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
             return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
         try:
-            spans = store.trace(trace_id)
+            return trace_id, store.trace(trace_id)
         except TraceNotFound:
             return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
+
+    def get_trace(request: Request) -> Response:
+        found = _known_trace(request)
+        if isinstance(found, Response):
+            return found
+        trace_id, spans = found
         return JSONResponse({"trace_id": trace_id, "spans": [span_json(span) for span in spans]})
 
     def search(request: Request) -> Response:
@@ -244,15 +251,6 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
         except ValueError as error:
             return JSONResponse({"error": f"bad query: {error}"}, status_code=400)
         return JSONResponse({"traces": [asdict(summary) for summary in summaries]})
-
-    def _known_trace(request: Request) -> tuple[str, list[SpanRecord]] | Response:
-        trace_id = request.path_params["trace_id"].lower()
-        if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
-            return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
-        try:
-            return trace_id, store.trace(trace_id)
-        except TraceNotFound:
-            return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
 
     def get_diagnosis(request: Request) -> Response:
         found = _known_trace(request)

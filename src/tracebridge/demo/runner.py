@@ -31,10 +31,6 @@ SHIPPED_ORDER_SPANS: dict[tuple[str, str], int] = {
 }
 
 
-class DemoError(RuntimeError):
-    """Orders could not be placed or never finished; the message says which and why."""
-
-
 async def place_orders(
     gateway_url: str,
     count: int,

@@ -44,6 +44,7 @@ SERVICES: tuple[Service, ...] = (
     Service("order-status-worker", "eshop.order_status_worker", "order", http=False),
 )
 SERVICE_NAMES = tuple(service.name for service in SERVICES)
+_BY_NAME = {service.name: service for service in SERVICES}
 TOPICS = ("orders", "inventory", "shipments", "orders.dlq", "inventory.dlq", "shipments.dlq")
 _PEERS = {"order": "ORDER_URL", "inventory": "INVENTORY_URL", "billing": "BILLING_URL"}
 _PEERS["notification"] = "NOTIFICATION_URL"
@@ -159,7 +160,7 @@ class Stack:
         return self
 
     def service_env(self, name: str) -> dict[str, str]:
-        service = next(s for s in SERVICES if s.name == name)
+        service = _BY_NAME[name]
         assert self.broker is not None
         env = dict(self._clean)
         env.update(
@@ -192,7 +193,7 @@ class Stack:
         return env
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
-        service = next(s for s in SERVICES if s.name == name)
+        service = _BY_NAME[name]
         command = [sys.executable, "-m", service.module]
         if self.traced:
             command = [sys.executable, "-m", "tracebridge", "run", "--", *command]
