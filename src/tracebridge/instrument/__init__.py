@@ -1,14 +1,19 @@
 """``instrument()``: turn on every instrumentation whose library is installed.
 
-Ours (aiokafka, strawberry) and the upstream OpenTelemetry ones (FastAPI/ASGI, httpx), so a
-service gets one trace across HTTP, GraphQL and Kafka from two lines — or none, under
-``tracebridge run``.
+Ours (aiokafka, confluent-kafka, kafka-python, strawberry) and every installed upstream
+OpenTelemetry instrumentation (``opentelemetry_instrumentor`` entry points: FastAPI, Flask,
+Django, requests, aiohttp, httpx, grpc, SQLAlchemy, redis, …), as ``opentelemetry-instrument``
+loads them — except upstream's Kafka ones, which ours replace: two layers tracing one client
+would give every record two send spans and two ``traceparent`` headers.  Our HTTP policies
+(business keys carried back, the edge's inbound-context policy, no per-message ASGI spans) are
+passed to every HTTP stack we load.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from tracebridge.config import Settings
@@ -16,22 +21,35 @@ from tracebridge.instrument import http_policy, log_events
 
 logger = logging.getLogger("tracebridge")
 
-# name -> (module that must import, "module:Instrumentor class")
-INSTRUMENTATIONS: dict[str, tuple[str, str]] = {
+ENTRY_POINT_GROUP = "opentelemetry_instrumentor"
+
+# Ours: name -> (module that must import, "module:Instrumentor class").
+OURS: dict[str, tuple[str, str]] = {
     "aiokafka": ("aiokafka", "tracebridge.messaging.kafka.aiokafka:AIOKafkaInstrumentor"),
-    "httpx": ("httpx", "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"),
-    "fastapi": ("fastapi", "opentelemetry.instrumentation.fastapi:FastAPIInstrumentor"),
-    "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
-    "logging": (
-        "opentelemetry.instrumentation.logging",
-        "opentelemetry.instrumentation.logging:LoggingInstrumentor",
+    "confluent_kafka": (
+        "confluent_kafka",
+        "tracebridge.messaging.kafka.confluent_kafka:ConfluentKafkaInstrumentor",
     ),
+    "kafka_python": ("kafka", "tracebridge.messaging.kafka.kafka_python:KafkaPythonInstrumentor"),
+    "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
 }
 
-# Defaults we pass to upstream instrumentors: the ASGI per-message "http send"/"http receive"
-# spans triple the span count of every request and answer no question we ask.
+# Upstream instrumentations ours replace: their entry-point name -> ours, and where they live.
+REPLACED: dict[str, tuple[str, str]] = {
+    "aiokafka": ("aiokafka", "opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor"),
+    "confluent_kafka": (
+        "confluent_kafka",
+        "opentelemetry.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor",
+    ),
+    "kafka": ("kafka_python", "opentelemetry.instrumentation.kafka:KafkaInstrumentor"),
+}
+
+# Defaults we pass to upstream instrumentors (keyword arguments of their ``instrument()``).
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    # The ASGI per-message "http send"/"http receive" spans triple the span count of every
+    # request and answer no question we ask.
     "fastapi": {"exclude_spans": ["receive", "send"]},
+    "starlette": {"exclude_spans": ["receive", "send"]},
     # Trace and span ids on every log record (``%(otelTraceID)s``), without touching the
     # application's own log format — and without the upstream default of putting an OTel
     # logs-bridge handler on the root logger, which would also silence Python's last-resort
@@ -42,17 +60,81 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
         "enable_log_auto_instrumentation": False,
     },
     # Business keys a server learned (``order.id``) come back in a ``baggage`` response
-    # header and join the caller's spans (tracebridge.business_keys).
+    # header and join the caller's spans (tracebridge.business_keys), whatever the client.
     "httpx": {
         "response_hook": http_policy.response_hook,
         "async_response_hook": http_policy.async_response_hook,
     },
+    "requests": {"response_hook": http_policy.response_hook},
+    "urllib3": {"response_hook": http_policy.response_hook},
+    "aiohttp-client": {"response_hook": http_policy.aiohttp_response_hook},
 }
 
 
 def _instrumentor(target: str) -> Any:
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)()
+
+
+def _is_disabled(name: str, settings: Settings) -> bool:
+    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names a library's tracing, whoever provides
+    it: ``aiokafka`` (or ``tracebridge_aiokafka``) turns off ours, ``kafka`` our kafka-python."""
+    disabled = settings.disabled_instrumentations
+    if name in disabled or f"tracebridge_{name}" in disabled:
+        return True
+    return any(ours == name and upstream in disabled for upstream, (ours, _) in REPLACED.items())
+
+
+def _upstream_entry_points() -> list[EntryPoint]:
+    """Installed upstream instrumentors, less ours and the Kafka ones ours replace."""
+    return [
+        entry_point
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP)
+        if not entry_point.name.startswith("tracebridge_") and entry_point.name not in REPLACED
+    ]
+
+
+def _library_present(entry_point: EntryPoint) -> bool:
+    """Whether the library an upstream instrumentation is for is installed in a version it
+    supports (the check ``opentelemetry-instrument`` makes)."""
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    dist = entry_point.dist
+    if dist is None:
+        return True
+    return get_dist_dependency_conflicts(dist) is None
+
+
+def replace_upstream_kafka() -> list[str]:
+    """Make upstream's Kafka instrumentors do nothing, with a log line, so a record is traced
+    once whoever calls them (``opentelemetry-instrument`` loads every entry point; an
+    application may call one itself).  Returns the names it neutralised."""
+    replaced: list[str] = []
+    for name, (ours, target) in REPLACED.items():
+        try:
+            instrumentor = _instrumentor(target)
+        except Exception:  # not installed (ImportError) or broken: nothing to replace
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            logger.warning(
+                "tracebridge: opentelemetry-instrumentation for %s was already active; records will "
+                "be traced by it and by tracebridge",
+                name,
+            )
+            continue
+
+        def skip(_name: str = name, _ours: str = ours, **_: Any) -> None:
+            logger.info(
+                "tracebridge: skipping upstream instrumentation %r: tracebridge's %s instrumentation "
+                "traces that client (one send and one process span per record)",
+                _name,
+                _ours,
+            )
+
+        instrumentor._instrument = skip
+        instrumentor._uninstrument = lambda **_: None
+        replaced.append(name)
+    return replaced
 
 
 def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
@@ -66,40 +148,63 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
 
     state = configured()
     settings = state.settings if state is not None else Settings.from_env()
+    replace_upstream_kafka()
     done: list[str] = []
-    for name, (library, target) in INSTRUMENTATIONS.items():
-        if only is not None and name not in only:
-            continue
-        if name in settings.disabled_instrumentations:  # OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+    for name, (library, target) in OURS.items():
+        if (only is not None and name not in only) or _is_disabled(name, settings):
             continue
         try:
             importlib.import_module(library)
         except ImportError:
             continue
-        try:
-            instrumentor = _instrumentor(target)
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(**{**DEFAULT_OPTIONS.get(name, {}), **kwargs})
+        if _start(name, lambda target=target: _instrumentor(target), kwargs):
             done.append(name)
+    for entry_point in _upstream_entry_points():
+        name = entry_point.name
+        if (only is not None and name not in only) or _is_disabled(name, settings):
+            continue
+        try:
+            if not _library_present(entry_point):
+                continue
         except Exception as error:
-            logger.warning("tracebridge: could not instrument %s: %s", name, error)
+            logger.debug("tracebridge: can't check %s's dependencies: %s", name, error)
+            continue
+        if _start(name, lambda entry_point=entry_point: entry_point.load()(), kwargs, skip_dep_check=True):
+            done.append(name)
     levels = {"warning": logging.WARNING, "error": logging.ERROR}
     log_events.set_level(levels.get(settings.log_events) if "logging" in done else None)
-    if "fastapi" in done:
-        http_policy.install_inbound_policy(settings.inbound_context)
+    http_policy.install_inbound_policy(settings.inbound_context)
     return done
+
+
+def _start(name: str, make: Any, kwargs: dict[str, Any], **extra: Any) -> bool:
+    try:
+        instrumentor = make()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(**{**DEFAULT_OPTIONS.get(name, {}), **extra, **kwargs})
+    except Exception as error:
+        logger.warning("tracebridge: could not instrument %s: %s", name, error)
+        return False
+    return True
 
 
 def uninstrument() -> None:
     """Undo :func:`instrument` for every library it instrumented."""
     http_policy.uninstall_inbound_policy()
     log_events.set_level(None)
-    for name, (library, target) in INSTRUMENTATIONS.items():
+    instrumentors: list[tuple[str, Any]] = []
+    for name, (library, target) in OURS.items():
         try:
             importlib.import_module(library)
-            instrumentor = _instrumentor(target)
+            instrumentors.append((name, _instrumentor(target)))
         except ImportError:
             continue
+    for entry_point in _upstream_entry_points():
+        try:
+            instrumentors.append((entry_point.name, entry_point.load()()))
+        except Exception:
+            continue
+    for name, instrumentor in instrumentors:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-        logger.debug("tracebridge: uninstrumented %s", name)
+            logger.debug("tracebridge: uninstrumented %s", name)

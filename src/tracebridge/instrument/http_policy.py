@@ -3,12 +3,14 @@ hooks that carry business keys back from responses.
 
 At a system's edge, a ``traceparent`` from the internet is an untrusted claim: it would let any
 client graft our spans onto its trace, or pick our sampling decision.  With
-``TRACEBRIDGE_INBOUND_CONTEXT=drop`` the ASGI server ignores ``traceparent``, ``tracestate`` and
-``baggage`` from callers, and the edge starts the trace.  Services inside keep ``trust``.
+``TRACEBRIDGE_INBOUND_CONTEXT=drop`` every instrumented HTTP server — ASGI, WSGI, aiohttp —
+ignores ``traceparent``, ``tracestate`` and ``baggage`` from callers, and the edge starts the
+trace.  Services inside keep ``trust``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from wrapt import wrap_function_wrapper
@@ -30,7 +32,11 @@ _CONTEXT_HEADERS = frozenset(
         b"uber-trace-id",
     }
 )
-_policy_installed = False
+# The same fields as the getters of the WSGI (Flask, Django) and aiohttp servers name them.
+_CONTEXT_KEYS = frozenset(name.decode() for name in _CONTEXT_HEADERS)
+# (module, "Class.method", wrapper) for every server stack: ASGI strips the headers from the
+# scope; WSGI and aiohttp read them through one getter class each, which answers "absent".
+_installed: list[tuple[str, str]] = []
 
 
 def _without_context(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -43,26 +49,41 @@ def _without_context(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     return wrapped(scope, *rest, **kwargs)
 
 
+def _context_key_absent(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    key = args[1] if len(args) > 1 else kwargs.get("key")
+    if isinstance(key, str) and key.lower() in _CONTEXT_KEYS:
+        return None
+    return wrapped(*args, **kwargs)
+
+
+_INBOUND_WRAPPERS: tuple[tuple[str, str, Any], ...] = (
+    ("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", _without_context),
+    ("opentelemetry.instrumentation.wsgi", "WSGIGetter.get", _context_key_absent),
+    ("opentelemetry.instrumentation.aiohttp_server", "AiohttpGetter.get", _context_key_absent),
+)
+
+
 def install_inbound_policy(policy: InboundContext) -> None:
-    """Apply ``policy`` to every ASGI server the upstream instrumentation wraps (idempotent)."""
-    global _policy_installed
-    if policy is InboundContext.TRUST or _policy_installed:
+    """Apply ``policy`` to every HTTP server stack whose upstream instrumentation is installed
+    — ASGI (FastAPI, Starlette), WSGI (Flask, Django), aiohttp (idempotent)."""
+    if policy is InboundContext.TRUST or _installed:
         return
-    wrap_function_wrapper(
-        "opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", _without_context
-    )
-    _policy_installed = True
+    for module, name, wrapper in _INBOUND_WRAPPERS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        wrap_function_wrapper(module, name, wrapper)
+        _installed.append((module, name))
 
 
 def uninstall_inbound_policy() -> None:
-    global _policy_installed
-    if not _policy_installed:
-        return
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.instrumentation.utils import unwrap
 
-    unwrap(OpenTelemetryMiddleware, "__call__")
-    _policy_installed = False
+    while _installed:
+        module, name = _installed.pop()
+        owner, method = name.split(".")
+        unwrap(getattr(importlib.import_module(module), owner), method)
 
 
 def response_hook(span: Any, request: Any, response: Any) -> None:
@@ -73,3 +94,8 @@ def response_hook(span: Any, request: Any, response: Any) -> None:
 async def async_response_hook(span: Any, request: Any, response: Any) -> None:
     """httpx (async): as :func:`response_hook`."""
     adopt_from_response(span, getattr(response, "headers", None))
+
+
+def aiohttp_response_hook(span: Any, params: Any) -> None:
+    """aiohttp client: as :func:`response_hook` (it hands over the request's end parameters)."""
+    adopt_from_response(span, getattr(getattr(params, "response", None), "headers", None))

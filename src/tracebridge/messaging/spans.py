@@ -109,13 +109,21 @@ def body_size(value: object) -> int | None:
     return None
 
 
-def mark_failed(span: Span, error: BaseException) -> None:
-    """ERROR status, ``error.type`` and the exception event, the same way everywhere."""
+def mark_failed(span: Span, error: BaseException, error_type: str | None = None) -> None:
+    """ERROR status, ``error.type`` and the exception event, the same way everywhere.
+
+    ``error_type`` overrides the exception's class name where the client has a better
+    low-cardinality name (a Kafka error code such as ``_MSG_TIMED_OUT``).
+    """
     if not span.is_recording():
         return
-    span.set_attribute("error.type", type(error).__qualname__)
+    span.set_attribute("error.type", error_type or type(error).__qualname__)
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class UnacknowledgedSend(Exception):
+    """A record whose delivery report never came."""
 
 
 class MessagingSpans:
@@ -144,9 +152,11 @@ class MessagingSpans:
         key: object,
         value: object,
         headers: Sequence[tuple[str, bytes | None]] | None,
+        carrier: KafkaCarrier | None = None,
     ) -> tuple[Span, list[tuple[str, bytes | None]], object]:
         """Start ``send {topic}`` (PRODUCER, child of the current span) and return it with the
-        headers and value that carry its context."""
+        headers and value that carry its context (where ``carrier``, default the configured
+        one, says)."""
         span = self.tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER)
         if span.is_recording():
             attributes = client.base_attributes("send", topic)
@@ -159,7 +169,7 @@ class MessagingSpans:
             if size is not None:
                 attributes["messaging.message.body.size"] = size
             set_known_attributes(span, attributes)
-        new_headers, new_value = inject_record_context(self.carrier, span, headers, value)
+        new_headers, new_value = inject_record_context(carrier or self.carrier, span, headers, value)
         return span, new_headers, new_value
 
     @staticmethod
@@ -169,15 +179,26 @@ class MessagingSpans:
         partition: int | None = None,
         offset: int | None = None,
         error: BaseException | None = None,
+        error_type: str | None = None,
     ) -> None:
         """Finish a send span once the broker acknowledged (or refused) the record."""
         if span.is_recording():
-            if partition is not None:
+            if partition is not None and partition >= 0:
                 span.set_attribute("messaging.destination.partition.id", str(partition))
-            if offset is not None:
+            if offset is not None and offset >= 0:
                 span.set_attribute("messaging.kafka.offset", offset)
             if error is not None:
-                mark_failed(span, error)
+                mark_failed(span, error, error_type)
+        span.end()
+
+    @staticmethod
+    def end_unacknowledged(span: Span, why: str) -> None:
+        """Finish a send span whose record the client never reported on (the program flushed
+        with a timeout, closed, or exited first): it may or may not have reached the broker,
+        so it is an error to look at, not a success."""
+        if span.is_recording():
+            span.set_attribute("tracebridge.send.acknowledged", False)
+            mark_failed(span, UnacknowledgedSend(why), "tracebridge.unacknowledged")
         span.end()
 
     # -- process ------------------------------------------------------------------------------

@@ -13,17 +13,14 @@ from collections.abc import Collection
 from functools import partial
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from opentelemetry.trace import Span
 from wrapt import wrap_function_wrapper
 
-from tracebridge.config import ConsumerParent, KafkaCarrier, Settings
 from tracebridge.messaging import scope
-from tracebridge.messaging.delivery import DeliveryTracker
+from tracebridge.messaging.kafka.client import client_info, group_key, spans_from_settings
 from tracebridge.messaging.spans import ClientInfo, MessagingSpans
-from tracebridge.version import SCHEMA_URL, __version__
 
 _INSTRUMENTS = ("aiokafka >= 0.11, < 0.15",)
 _CLIENT_INFO = "_tracebridge_client_info"
@@ -53,19 +50,7 @@ class AIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         import aiokafka
 
-        from tracebridge.sdk import configured
-
-        state = configured()
-        settings = state.settings if state is not None else Settings.from_env()
-        tracer = trace.get_tracer(
-            __name__, __version__, tracer_provider=kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
-        )
-        spans = MessagingSpans(
-            tracer,
-            carrier=KafkaCarrier(kwargs.get("carrier", settings.kafka_carrier)),
-            consumer_parent=ConsumerParent(kwargs.get("consumer_parent", settings.consumer_parent)),
-            deliveries=DeliveryTracker(),
-        )
+        spans = spans_from_settings(__name__, kwargs)
         AIOKafkaInstrumentor.spans = spans
         wrap_function_wrapper(aiokafka.AIOKafkaProducer, "send", partial(_traced_send, spans))
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getone", partial(_traced_getone, spans))
@@ -89,29 +74,12 @@ def _client_info(instance: Any, client: Any, group: str | None) -> ClientInfo:
     info: ClientInfo | None = getattr(instance, _CLIENT_INFO, None)
     if info is not None:
         return info
-    address, port = _first_server(getattr(client, "_bootstrap_servers", None))
-    info = ClientInfo(
-        system="kafka",
-        client_id=getattr(client, "_client_id", None),
-        server_address=address,
-        server_port=port,
-        consumer_group=group,
+    info = client_info(
+        getattr(client, "_bootstrap_servers", None), getattr(client, "_client_id", None), group
     )
     with contextlib.suppress(AttributeError):  # a client class with __slots__: just don't cache
         setattr(instance, _CLIENT_INFO, info)
     return info
-
-
-def _first_server(servers: object) -> tuple[str | None, int | None]:
-    first = servers if isinstance(servers, str) else next(iter(servers), None) if servers else None  # type: ignore[call-overload]
-    if not isinstance(first, str) or not first:
-        return None, None
-    first = first.split(",")[0].strip()
-    host, sep, port = first.rpartition(":")
-    if not sep:
-        return first, 9092
-    host = host.strip("[]")
-    return (host or None), (int(port) if port.isdigit() else None)
 
 
 async def _traced_send(
@@ -172,18 +140,13 @@ def _consumer_info(instance: Any) -> ClientInfo:
     return _client_info(instance, instance._client, getattr(instance, "_group_id", None))
 
 
-def _group_key(instance: Any, client: ClientInfo) -> Any:
-    # Without a group every consumer reads on its own, so redeliveries are counted per consumer.
-    return client.consumer_group if client.consumer_group is not None else id(instance)
-
-
 async def _traced_getone(
     spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     scope.finish(instance)
     record = await wrapped(*args, **kwargs)
     client = _consumer_info(instance)
-    span, context = spans.start_process(client, record, _group_key(instance, client))
+    span, context = spans.start_process(client, record, group_key(instance, client))
     scope.activate(instance, span, context)
     return record
 
@@ -196,7 +159,7 @@ async def _traced_getmany(
     if batches:
         client = _consumer_info(instance)
         records = [record for batch in batches.values() for record in batch]
-        span, context = spans.start_receive(client, records, _group_key(instance, client))
+        span, context = spans.start_receive(client, records, group_key(instance, client))
         scope.activate(instance, span, context)
     return batches
 

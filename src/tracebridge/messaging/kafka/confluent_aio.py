@@ -1,0 +1,157 @@
+"""confluent-kafka's asyncio clients (``confluent_kafka.aio``, 2.13+): the trace context
+survives their thread pool.
+
+``AIOProducer``/``AIOConsumer`` run the C client's calls on worker threads, where the caller's
+context is gone, and ``AIOProducer`` batches records and sends them later from a timer.  So
+the spans are made here, in the caller's task, around the asyncio methods; the C clients
+inside are marked passthrough so nothing is traced twice.
+
+``AIOProducer.produce`` refuses headers, so the context travels in the JSON envelope whatever
+``TRACEBRIDGE_KAFKA_CARRIER`` says; the send span records it in
+``tracebridge.context.carrier``.  A record that can't hold an envelope (not a JSON object) is
+sent untouched — the business message matters more than its trace — with one warning per
+topic, and its span says ``tracebridge.context.carrier=none``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import Any
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.trace import Span
+from wrapt import wrap_function_wrapper
+
+from tracebridge.config import KafkaCarrier
+from tracebridge.messaging import scope
+from tracebridge.messaging.kafka import confluent_kafka as sync
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans
+
+logger = logging.getLogger("tracebridge")
+
+CARRIER_ATTRIBUTE = "tracebridge.context.carrier"
+_ENDING = ("commit", "seek", "close", "unsubscribe", "store_offsets")
+_warned_topics: set[str] = set()
+_wrapped: list[tuple[type, str]] = []
+
+
+def _info(instance: Any, inner: str) -> ClientInfo:
+    info: ClientInfo | None = getattr(getattr(instance, inner, None), "_tb_info", None)
+    return info if info is not None else ClientInfo(system="kafka")
+
+
+def _passthrough_inner(inner: str, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    client = getattr(instance, inner, None)
+    if client is not None and hasattr(client, "_tb_passthrough"):
+        client._tb_passthrough = True
+    return result
+
+
+async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spans = sync.active_spans()
+    if spans is None or not is_instrumentation_enabled() or "headers" in kwargs:
+        return await wrapped(*args, **kwargs)  # (headers: the client's own error, unchanged)
+    topic, value, key, rest = _bind_produce(*args, **kwargs)
+    span, headers, new_value = spans.start_send(
+        _info(instance, "_producer"),
+        topic,
+        partition=kwargs.get("partition"),
+        key=key,
+        value=value,
+        headers=None,
+        carrier=KafkaCarrier.ENVELOPE,
+    )
+    if headers:  # no room for an envelope: send the record as it is
+        new_value = value
+        carrier = "none"
+        if topic not in _warned_topics:
+            _warned_topics.add(topic)
+            logger.warning(
+                "tracebridge: AIOProducer can't send headers and records to %r are not JSON objects, "
+                "so they carry no trace context; consumers will start new traces",
+                topic,
+            )
+    else:
+        carrier = "envelope"
+    if span.is_recording():
+        span.set_attribute(CARRIER_ATTRIBUTE, carrier)
+    try:
+        future: asyncio.Future[Any] = await wrapped(topic, new_value, key, *rest, **kwargs)
+    except BaseException as error:
+        MessagingSpans.end_send(span, error=error)
+        raise
+    if span.is_recording():
+        future.add_done_callback(partial(_acknowledged, span))
+    return future
+
+
+def _bind_produce(
+    topic: str, value: Any = None, key: Any = None, *rest: Any, **_: Any
+) -> tuple[str, Any, Any, tuple[Any, ...]]:
+    return topic, value, key, rest
+
+
+def _acknowledged(span: Span, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        MessagingSpans.end_send(span, error=asyncio.CancelledError("produce cancelled before delivery"))
+        return
+    error = future.exception()
+    if error is not None:
+        MessagingSpans.end_send(span, error=error, error_type=sync._error_name(error))
+        return
+    message = future.result()
+    MessagingSpans.end_send(span, partition=_call(message, "partition"), offset=_call(message, "offset"))
+
+
+def _call(message: Any, name: str) -> Any:
+    method = getattr(message, name, None)
+    return method() if callable(method) else None
+
+
+async def _poll(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    scope.finish(instance)
+    message = await wrapped(*args, **kwargs)
+    sync.start_process(instance, _info(instance, "_consumer"), message)
+    return message
+
+
+async def _consume(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    scope.finish(instance)
+    messages = await wrapped(*args, **kwargs)
+    sync.start_batch(instance, _info(instance, "_consumer"), messages)
+    return messages
+
+
+async def _ends_active_span(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    scope.finish(instance)
+    return await wrapped(*args, **kwargs)
+
+
+def instrument() -> None:
+    """Wrap the asyncio clients, if this confluent-kafka has them."""
+    try:
+        from confluent_kafka.aio import AIOConsumer, AIOProducer
+    except ImportError:  # before 2.13
+        return
+    plan: list[tuple[type, str, Any]] = [
+        (AIOProducer, "__init__", partial(_passthrough_inner, "_producer")),
+        (AIOProducer, "produce", _produce),
+        (AIOConsumer, "__init__", partial(_passthrough_inner, "_consumer")),
+        (AIOConsumer, "poll", _poll),
+        (AIOConsumer, "consume", _consume),
+        *((AIOConsumer, name, _ends_active_span) for name in _ENDING),
+    ]
+    for cls, name, wrapper in plan:
+        wrap_function_wrapper(cls, name, wrapper)
+        _wrapped.append((cls, name))
+
+
+def uninstrument() -> None:
+    while _wrapped:
+        cls, name = _wrapped.pop()
+        unwrap(cls, name)
