@@ -54,7 +54,7 @@ async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
     spans = sync.active_spans()
     if spans is None or not is_instrumentation_enabled() or "headers" in kwargs:
         return await wrapped(*args, **kwargs)  # (headers: the client's own error, unchanged)
-    topic, value, key, rest = _bind_produce(*args, **kwargs)
+    topic, value, key, rest, options = _bind_produce(*args, **kwargs)
     span, headers, new_value = spans.start_send(
         _info(instance, "_producer"),
         topic,
@@ -79,7 +79,7 @@ async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
     if span.is_recording():
         span.set_attribute(CARRIER_ATTRIBUTE, carrier)
     try:
-        future: asyncio.Future[Any] = await wrapped(topic, new_value, key, *rest, **kwargs)
+        future: asyncio.Future[Any] = await wrapped(topic, new_value, key, *rest, **options)
     except BaseException as error:
         MessagingSpans.end_send(span, error=error)
         raise
@@ -89,9 +89,9 @@ async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
 
 
 def _bind_produce(
-    topic: str, value: Any = None, key: Any = None, *rest: Any, **_: Any
-) -> tuple[str, Any, Any, tuple[Any, ...]]:
-    return topic, value, key, rest
+    topic: str, value: Any = None, key: Any = None, *rest: Any, **options: Any
+) -> tuple[str, Any, Any, tuple[Any, ...], dict[str, Any]]:
+    return topic, value, key, rest, options
 
 
 def _acknowledged(span: Span, future: asyncio.Future[Any]) -> None:
