@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from eshop.config import Faults
@@ -17,12 +18,23 @@ class InjectedFault(RuntimeError):
     """Raised (or answered with 503) where ``ESHOP_FAULT_ERROR_RATE`` says so."""
 
 
+def _fail_at_rate(faults: Faults) -> None:
+    if faults.error_rate > 0 and random.random() < faults.error_rate:
+        raise InjectedFault(f"injected fault (ESHOP_FAULT_ERROR_RATE={faults.error_rate:g})")
+
+
 async def apply(faults: Faults) -> None:
     """Wait the added latency, then fail at the configured rate."""
     if faults.latency_ms > 0:
         await asyncio.sleep(faults.latency_ms / 1000.0)
-    if faults.error_rate > 0 and random.random() < faults.error_rate:
-        raise InjectedFault(f"injected fault (ESHOP_FAULT_ERROR_RATE={faults.error_rate:g})")
+    _fail_at_rate(faults)
+
+
+def apply_blocking(faults: Faults) -> None:
+    """:func:`apply` for blocking code (WSGI servers, ``poll()`` loops)."""
+    if faults.latency_ms > 0:
+        time.sleep(faults.latency_ms / 1000.0)
+    _fail_at_rate(faults)
 
 
 Send = Callable[[dict[str, object]], Awaitable[None]]

@@ -28,6 +28,65 @@ logger = logging.getLogger("eshop.kafka")
 _CONTEXT_HEADERS = frozenset({"traceparent", "tracestate", "baggage", "tracebridge-attempt", "b3"})
 
 
+def dead_letter_headers(record: Any, group: str, reason: str, attempts: int) -> list[tuple[str, bytes]]:
+    """The record's own headers (less its trace context) and why and where it failed."""
+    headers = [(k, v) for k, v in (record.headers or ()) if k not in _CONTEXT_HEADERS]
+    headers += [
+        ("dlq.reason", reason[:1000].encode()),
+        ("dlq.source.topic", record.topic.encode()),
+        ("dlq.source.partition", str(record.partition).encode()),
+        ("dlq.source.offset", str(record.offset).encode()),
+        ("dlq.consumer.group", group.encode()),
+        ("dlq.attempts", str(attempts).encode()),
+    ]
+    return headers
+
+
+class Retries:
+    """How often each record has failed, and what to do after a failure: retry after a
+    backoff (exponential, bounded), or dead-letter once ``max_attempts`` is reached.  Shared by
+    every worker, whichever Kafka client it uses."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._failures: dict[tuple[str, int, int], int] = {}
+
+    def failed(self, record: Any, event: Event, error: Exception) -> tuple[float | None, int, str]:
+        """Count the failure; return ``(retry_in_ms or None to dead-letter, attempts, reason)``."""
+        place = (record.topic, record.partition, record.offset)
+        attempts = self._failures.get(place, 0) + 1
+        reason = f"{type(error).__name__}: {error}"
+        if attempts >= self.config.max_attempts:
+            logger.error(
+                "dead-lettering %s for order %s after %d attempts: %s",
+                type(event).__name__,
+                event.order_id,
+                attempts,
+                reason,
+                exc_info=error,
+            )
+            return None, attempts, reason
+        self._failures[place] = attempts
+        retry_in_ms = min(
+            self.config.retry_backoff_ms * 2 ** (attempts - 1), self.config.retry_backoff_max_ms
+        )
+        # Logged with the exception: tracebridge records it on this attempt's span.
+        logger.error(
+            "%s for order %s failed (attempt %d of %d), retrying in %.0f ms: %s",
+            type(event).__name__,
+            event.order_id,
+            attempts,
+            self.config.max_attempts,
+            retry_in_ms,
+            reason,
+            exc_info=error,
+        )
+        return retry_in_ms, attempts, reason
+
+    def done(self, record: Any) -> None:
+        self._failures.pop((record.topic, record.partition, record.offset), None)
+
+
 class Publisher:
     """Sends events keyed by order id, and dead-letters records with the reason in headers."""
 
@@ -54,25 +113,49 @@ class Publisher:
         await self._send(topic, event.encode(), event.order_id.encode(), [])
 
     async def dead_letter(self, record: Any, group: str, reason: str, attempts: int) -> None:
-        headers = [(k, v) for k, v in (record.headers or ()) if k not in _CONTEXT_HEADERS]
-        headers += [
-            ("dlq.reason", reason[:1000].encode()),
-            ("dlq.source.topic", record.topic.encode()),
-            ("dlq.source.partition", str(record.partition).encode()),
-            ("dlq.source.offset", str(record.offset).encode()),
-            ("dlq.consumer.group", group.encode()),
-            ("dlq.attempts", str(attempts).encode()),
-        ]
+        headers = dead_letter_headers(record, group, reason, attempts)
         await self._send(dead_letter_topic(record.topic), record.value, record.key, headers)
 
     async def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
-        if self.config.faults.drop_context:
-            # The fault: a producer that writes no trace context, like a client library nobody
-            # instrumented.  OpenTelemetry's standard "suppress instrumentation" switch does it.
-            with suppress_instrumentation():
-                await self.producer.send_and_wait(topic, value, key=key, headers=headers)
-            return
-        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        # The fault: a producer that writes no trace context, like a client library nobody
+        # instrumented.  OpenTelemetry's standard "suppress instrumentation" switch does it.
+        with suppress_instrumentation() if self.config.faults.drop_context else contextlib.nullcontext():
+            await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+class AIOProducerPublisher:
+    """Publishes events with confluent-kafka's asyncio producer (``confluent_kafka.aio``).
+
+    That producer can't send headers, so the trace context travels in the JSON body's
+    ``trace_context`` envelope — tracebridge chooses that by itself; consumers read it as
+    they read headers.  The order service uses it, as a team on confluent-kafka would."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._producer: Any = None
+
+    async def start(self) -> None:
+        from confluent_kafka.aio import AIOProducer
+
+        # batch_size=1: each event goes to the broker now, not when a batch fills or times out.
+        self._producer = AIOProducer(
+            {"bootstrap.servers": self.config.kafka_bootstrap_servers, "linger.ms": 0}, batch_size=1
+        )
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.close()
+
+    async def publish(self, topic: str, event: Event) -> None:
+        if self._producer is None:
+            raise RuntimeError("AIOProducerPublisher.start() was not awaited")
+        # The fault: a producer nobody instrumented (OpenTelemetry's standard off switch).
+        with suppress_instrumentation() if self.config.faults.drop_context else contextlib.nullcontext():
+            delivered = await self._producer.produce(topic, event.encode(), event.order_id.encode())
+        # Delivery reports are served by the producer's poll, which otherwise runs only on the
+        # next batch or its 1 s timer: flush to have this event acknowledged now.
+        await self._producer.flush()
+        await delivered
 
 
 Handler = Callable[[Event], Awaitable[None]]
@@ -110,7 +193,7 @@ class Worker:
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             fetch_max_wait_ms=config.fetch_max_wait_ms,
         )
-        self._failures: dict[tuple[str, int, int], int] = {}
+        self.retries = Retries(config)
 
     @property
     def ready(self) -> bool:
@@ -129,11 +212,12 @@ class Worker:
             await self.publisher.stop()
 
     async def handle(self, record: Any) -> None:
-        place = (record.topic, record.partition, record.offset)
         try:
             event = decode(record.value)
         except UndecodableEvent as error:
-            logger.error("dead-lettering %s/%s@%s: %s", *place, error.reason)
+            logger.error(
+                "dead-lettering %s/%s@%s: %s", record.topic, record.partition, record.offset, error.reason
+            )
             await self.publisher.dead_letter(record, self.group, error.reason, attempts=1)
             await self._commit(record)
             return
@@ -145,33 +229,8 @@ class Worker:
                 await handler(event)
                 logger.info("handled %s for order %s", type(event).__name__, event.order_id)
             except Exception as error:
-                attempts = self._failures.get(place, 0) + 1
-                reason = f"{type(error).__name__}: {error}"
-                if attempts < self.config.max_attempts:
-                    self._failures[place] = attempts
-                    retry_in_ms = min(
-                        self.config.retry_backoff_ms * 2 ** (attempts - 1), self.config.retry_backoff_max_ms
-                    )
-                    # Logged with the exception: tracebridge records it on this attempt's span.
-                    logger.error(
-                        "%s for order %s failed (attempt %d of %d), retrying in %.0f ms: %s",
-                        type(event).__name__,
-                        event.order_id,
-                        attempts,
-                        self.config.max_attempts,
-                        retry_in_ms,
-                        reason,
-                        exc_info=error,
-                    )
-                else:
-                    logger.error(
-                        "dead-lettering %s for order %s after %d attempts: %s",
-                        type(event).__name__,
-                        event.order_id,
-                        attempts,
-                        reason,
-                        exc_info=error,
-                    )
+                retry_in_ms, attempts, reason = self.retries.failed(record, event, error)
+                if retry_in_ms is None:
                     await self.publisher.dead_letter(record, self.group, reason, attempts)
         if retry_in_ms is not None:
             # Seek back first (that ends this attempt), then wait: the backoff lies between
@@ -179,7 +238,7 @@ class Worker:
             self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
             await asyncio.sleep(retry_in_ms / 1000.0)
             return
-        self._failures.pop(place, None)
+        self.retries.done(record)
         await self._commit(record)
 
     async def _commit(self, record: Any) -> None:

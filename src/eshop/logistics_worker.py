@@ -1,6 +1,7 @@
 """logistics-worker (group ``logistics``): schedules a shipment for every reserved order and
 publishes ``ShipmentScheduled`` to ``shipments``; one shipment per order, however often the
-event arrives."""
+event arrives.  A blocking kafka-python worker: ``for record in consumer`` and
+``KafkaProducer.send``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from sqlalchemy import Connection, select
 
 from eshop import db, events
 from eshop.config import Config
-from eshop.kafka import Publisher, Worker
-from eshop.service import run_worker
+from eshop.service import run_blocking_worker
+from eshop.sync_kafka import KafkaPythonClient, SyncWorker
 
 CARRIERS = ("parcelfast", "roadrunner", "owlpost")
 
@@ -30,14 +31,14 @@ def schedule(connection: Connection, order_id: str) -> tuple[str, str]:
     return shipment_id, carrier
 
 
-def build(config: Config) -> Worker:
+def build(config: Config) -> SyncWorker:
     database = db.Database(config.database_url)
     database.create_tables()
-    publisher = Publisher(config)
+    worker: SyncWorker
 
-    async def on_reserved(event: events.Event) -> None:
-        shipment_id, carrier = await database.transaction(lambda c: schedule(c, event.order_id))
-        await publisher.publish(
+    def on_reserved(event: events.Event) -> None:
+        shipment_id, carrier = database.run_sync(lambda c: schedule(c, event.order_id))
+        worker.publish(
             events.SHIPMENTS,
             events.ShipmentScheduled(
                 event_id=f"{event.order_id}:shipped",
@@ -47,11 +48,17 @@ def build(config: Config) -> Worker:
             ),
         )
 
-    return Worker(config, "logistics", [events.INVENTORY], {events.InventoryReserved: on_reserved}, publisher)
+    worker = SyncWorker(
+        config,
+        "logistics",
+        {events.InventoryReserved: on_reserved},
+        KafkaPythonClient(config, "logistics", [events.INVENTORY]),
+    )
+    return worker
 
 
 def main() -> None:
-    run_worker(build)
+    run_blocking_worker(build)
 
 
 if __name__ == "__main__":

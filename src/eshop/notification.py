@@ -1,19 +1,20 @@
-"""notification (REST): ``POST /sendEmail`` "sends" a mail once per idempotency key and records
-it; ``GET /mails?order_id=`` lists what was sent (the demo and the tests count on it)."""
+"""notification (REST, Flask on a threaded WSGI server): ``POST /sendEmail`` "sends" a mail once
+per idempotency key and records it; ``GET /mails?order_id=`` lists what was sent (the demo and
+the tests count on it)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel, EmailStr, Field
+from flask import Flask
+from pydantic import BaseModel, EmailStr, Field, ValidationError
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from eshop import db
 from eshop.config import Config
-from eshop.service import http_app, serve_http
+from eshop.service import flask_app, serve_wsgi
 
 
 class Mail(BaseModel):
@@ -41,19 +42,28 @@ def record(connection: Connection, mail: Mail) -> bool:
     return True
 
 
-def create_app(config: Config) -> FastAPI:
+def create_app(config: Config) -> Flask:
+    from flask import request
+
     database = db.Database(config.database_url)
     database.create_tables()
-    app = http_app("notification", config)
+    app = flask_app("notification", config)
 
     @app.post("/sendEmail")
-    async def send_email(mail: Mail) -> dict[str, Any]:
-        sent = await database.transaction(lambda c: record(c, mail))
+    def send_email() -> Any:
+        try:
+            mail = Mail.model_validate(request.get_json(force=True, silent=True))
+        except ValidationError as error:
+            return {"detail": error.errors(include_input=False, include_url=False)}, 422
+        sent = database.run_sync(lambda c: record(c, mail))
         return {"sent": sent, "duplicate": not sent}
 
     @app.get("/mails")
-    async def list_mails(order_id: str) -> list[dict[str, Any]]:
-        rows = await database.transaction(
+    def list_mails() -> Any:
+        order_id = request.args.get("order_id")
+        if not order_id:
+            return {"detail": "order_id is required"}, 422
+        rows = database.run_sync(
             lambda c: (
                 c.execute(
                     select(db.mails.c.idempotency_key, db.mails.c.subject, db.mails.c.sent_at_ms)
@@ -70,7 +80,7 @@ def create_app(config: Config) -> FastAPI:
 
 
 def main() -> None:
-    serve_http(create_app)
+    serve_wsgi(create_app)
 
 
 if __name__ == "__main__":

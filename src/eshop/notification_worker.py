@@ -1,20 +1,23 @@
 """notification-worker (group ``notification``): mails the customer when an order is created
 and when it ships, through the notification service's ``POST /sendEmail``.
 
+A blocking worker, as many teams write one: confluent-kafka's ``Consumer.poll()`` loop, and
+``requests`` for the HTTP call.
+
 The recipient is remembered from ``OrderCreated`` (events after it carry no e-mail address);
 each mail's idempotency key is the event id, so a redelivery never mails twice.
 """
 
 from __future__ import annotations
 
-import httpx
+import requests
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from eshop import db, events
 from eshop.config import Config
-from eshop.kafka import Publisher, Worker
-from eshop.service import run_worker
+from eshop.service import run_blocking_worker
+from eshop.sync_kafka import ConfluentClient, SyncWorker
 
 
 class RecipientUnknown(LookupError):
@@ -29,50 +32,51 @@ def remember(connection: Connection, order_id: str, email: str) -> None:
         pass
 
 
-def build(config: Config) -> Worker:
+def build(config: Config) -> SyncWorker:
     database = db.Database(config.database_url)
     database.create_tables()
-    client = httpx.AsyncClient(base_url=config.notification_url, timeout=10)
+    session = requests.Session()
+    topics = [events.ORDERS, events.SHIPMENTS]
 
-    async def send(event: events.Event, to: str, subject: str) -> None:
-        response = await client.post(
-            "/sendEmail",
+    def send(event: events.Event, to: str, subject: str) -> None:
+        response = session.post(
+            f"{config.notification_url}/sendEmail",
             json={
                 "idempotency_key": event.event_id,
                 "order_id": event.order_id,
                 "to": to,
                 "subject": subject,
             },
+            timeout=10,
         )
         response.raise_for_status()
 
-    async def on_order_created(event: events.Event) -> None:
+    def on_order_created(event: events.Event) -> None:
         assert isinstance(event, events.OrderCreated)
-        await database.transaction(lambda c: remember(c, event.order_id, event.customer_email))
-        await send(event, event.customer_email, f"Order {event.order_id} confirmed")
+        database.run_sync(lambda c: remember(c, event.order_id, event.customer_email))
+        send(event, event.customer_email, f"Order {event.order_id} confirmed")
 
-    async def on_shipment_scheduled(event: events.Event) -> None:
+    def on_shipment_scheduled(event: events.Event) -> None:
         assert isinstance(event, events.ShipmentScheduled)
-        to = await database.transaction(
+        to = database.run_sync(
             lambda c: c.scalar(
                 select(db.recipients.c.email).where(db.recipients.c.order_id == event.order_id)
             )
         )
         if to is None:
             raise RecipientUnknown(f"no recipient known for order {event.order_id}")
-        await send(event, to, f"Order {event.order_id} shipped with {event.carrier}")
+        send(event, to, f"Order {event.order_id} shipped with {event.carrier}")
 
-    return Worker(
+    return SyncWorker(
         config,
         "notification",
-        [events.ORDERS, events.SHIPMENTS],
         {events.OrderCreated: on_order_created, events.ShipmentScheduled: on_shipment_scheduled},
-        Publisher(config),
+        ConfluentClient(config, "notification", topics),
     )
 
 
 def main() -> None:
-    run_worker(build)
+    run_blocking_worker(build)
 
 
 if __name__ == "__main__":

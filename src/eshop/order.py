@@ -24,7 +24,7 @@ from strawberry.types import Info
 
 from eshop import db, events
 from eshop.config import Config
-from eshop.kafka import Publisher
+from eshop.kafka import AIOProducerPublisher
 from eshop.service import http_app, serve_http
 
 logger = logging.getLogger("eshop.order")
@@ -127,7 +127,7 @@ class OrderService:
         self.database.create_tables()
         self.inventory = httpx.AsyncClient(base_url=config.inventory_url, timeout=10)
         self.billing = httpx.AsyncClient(base_url=config.billing_url, timeout=10)
-        self.publisher = Publisher(config)
+        self.publisher = AIOProducerPublisher(config)
 
     async def create(self, data: CreateOrderInput) -> Order:
         email = _validate(data)

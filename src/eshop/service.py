@@ -12,14 +12,19 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from eshop.config import Config, ConfigError
 from eshop.faults import FaultMiddleware
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s trace_id=%(otelTraceID)s span_id=%(otelSpanID)s %(message)s"
 _NO_TRACE = {"otelTraceID": "0", "otelSpanID": "0"}
@@ -32,7 +37,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "httpx", "uvicorn.access", "sqlalchemy"):
+    for noisy in ("aiokafka", "kafka", "httpx", "urllib3", "werkzeug", "uvicorn.access", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -122,4 +127,93 @@ def run_worker(build: Callable[[Config], Any]) -> None:
     asyncio.run(main())
 
 
-__all__ = ["ConfigError", "http_app", "load_config", "run_worker", "serve_http", "setup_logging"]
+def flask_app(name: str, config: Config) -> Flask:
+    """A Flask app with ``/health`` and the injected faults (a failure is a 503)."""
+    from flask import Flask
+
+    from eshop.faults import InjectedFault, apply_blocking
+
+    app = Flask(name)
+
+    @app.before_request
+    def inject_faults() -> Any:
+        from flask import request
+
+        if request.path == "/health" or not config.faults.any:
+            return None
+        try:
+            apply_blocking(config.faults)
+        except InjectedFault as fault:
+            return {"detail": str(fault)}, 503, {"retry-after": "1"}
+        return None
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_wsgi(create_app: Callable[[Config], Flask]) -> None:
+    """A WSGI service's ``main``: configuration, logging, then a threaded WSGI server on
+    ``PORT`` until SIGTERM/SIGINT."""
+    from werkzeug.serving import make_server
+
+    config = load_config()
+    setup_logging()
+    server = make_server("0.0.0.0", config.port, create_app(config), threaded=True)
+    _stop_on_signals(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
+    server.serve_forever()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop())
+
+
+class _Health(BaseHTTPRequestHandler):
+    """``GET /health`` of a blocking worker: 200 once it has partitions, 503 before."""
+
+    ready: Callable[[], bool] = staticmethod(lambda: False)
+
+    def do_GET(self) -> None:
+        ready = type(self).ready()
+        body = b'{"status": "ok"}' if ready else b'{"status": "joining"}'
+        self.send_response(200 if ready else 503)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def run_blocking_worker(build: Callable[[Config], Any]) -> None:
+    """A blocking worker's ``main`` (:class:`eshop.sync_kafka.SyncWorker`): its health port in a
+    thread, the poll loop in the main thread until SIGTERM/SIGINT."""
+    config = load_config()
+    setup_logging()
+    worker = build(config)
+    handler = type("Health", (_Health,), {"ready": staticmethod(lambda: worker.ready)})
+    server = ThreadingHTTPServer(("0.0.0.0", config.port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stopping = threading.Event()
+    _stop_on_signals(stopping.set)
+    try:
+        worker.run(stopping)
+    finally:
+        server.shutdown()
+
+
+__all__ = [
+    "ConfigError",
+    "flask_app",
+    "http_app",
+    "load_config",
+    "run_blocking_worker",
+    "run_worker",
+    "serve_http",
+    "serve_wsgi",
+    "setup_logging",
+]
