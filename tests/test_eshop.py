@@ -119,7 +119,10 @@ def test_each_hop_has_the_right_parent(eshop: Placed) -> None:
             for process in attempts:
                 assert process.kind == "CONSUMER" and send.kind == "PRODUCER"
                 assert parent(trace, process) is send, f"{service}:{name}"
-                assert process.attributes["tracebridge.context.source"] == "headers"
+                # order publishes with confluent's AIOProducer, which can't send headers: its
+                # records carry the context in the JSON envelope, every other hop in headers.
+                carrier = "envelope" if name == "process orders" else "headers"
+                assert process.attributes["tracebridge.context.source"] == carrier
                 assert [link.span_id for link in process.links] == [send.span_id]
         for mail in [s for s in trace.spans if s.service == "notification"]:
             call = parent(trace, mail)

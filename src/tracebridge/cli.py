@@ -298,6 +298,46 @@ def doctor(
     console.print(doctor_view(chains, since))
 
 
+@app.command()
+def check(
+    requirements: Annotated[
+        bool,
+        typer.Option(
+            "--requirements",
+            help="Print only the packages to pip install, one a line "
+            "(pip install $(tracebridge check --requirements)).",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show which installed libraries are traced, by what, and what to pip install for the rest."""
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from tracebridge.instrument.check import missing_requirements, survey
+
+    statuses = survey()
+    missing = missing_requirements(statuses)
+    if requirements:
+        for requirement in missing:
+            print(requirement)
+        return
+    if as_json:
+        print(json.dumps({"libraries": [asdict(s) for s in statuses], "pip_install": missing}))
+        return
+    table = Table("library", "version", "traced by")
+    for status in statuses:
+        table.add_row(status.library, status.version, status.traced_by or "[yellow]nothing yet[/]")
+    console.print(table)
+    if missing:
+        console.print("To trace the rest:")
+        print("  pip install " + " ".join(f"'{r}'" for r in missing))  # one line, to copy
+    else:
+        console.print("Every instrumentable library installed here is traced.")
+
+
 def main() -> None:
     """Entry point of the ``tracebridge`` script."""
     app()
