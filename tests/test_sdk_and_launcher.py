@@ -188,8 +188,6 @@ def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
         OTEL_METRICS_EXPORTER="none",
         OTEL_LOGS_EXPORTER="none",
-        # the contrib aiokafka instrumentation is installed too (for the benchmark): use ours
-        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiokafka",
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         TOPIC=topic,
         COUNT="5",
@@ -208,7 +206,44 @@ def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker
     processes = [s for s in spans if s.name == f"process {topic}"]
     assert len(processes) == 5
     assert all(s.attributes["tracebridge.context.source"] == "headers" for s in processes)
+    # contrib's aiokafka instrumentation is installed too (the benchmark compares against it):
+    # it stepped aside, so every record has one send and one process span, both ours
     assert {s.scope for s in spans} == {"tracebridge.messaging.kafka.aiokafka"}
+    assert len([s for s in spans if s.name == f"send {topic}"]) == 5
+    assert "tracebridge: skipping upstream instrumentation" in result.stderr
+    assert "'aiokafka'" in result.stderr
+
+
+def test_stock_opentelemetry_instrument_traces_confluent_kafka_once(bootstrap, broker, collector) -> None:
+    topic = unique("stock-confluent")
+    broker.create_topics([topic], partitions=1)
+    env = clean_env(
+        OTEL_SERVICE_NAME="stock",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC=topic,
+        COUNT="3",
+    )
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(instrument), sys.executable, str(APPS / "confluent_produce.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    spans = stored_spans(collector, 3)
+    sends = [s for s in spans if s.name == f"send {topic}"]
+    assert len(sends) == 3 and len(spans) == 3
+    assert sorted(s.attributes["messaging.kafka.offset"] for s in sends) == [0, 1, 2]  # ours: to the ack
+    assert "tracebridge: skipping upstream instrumentation" in result.stderr
+    assert "'confluent_kafka'" in result.stderr
 
 
 def test_run_without_a_command_says_what_to_do() -> None:

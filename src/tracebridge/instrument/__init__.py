@@ -124,17 +124,28 @@ def replace_upstream_kafka() -> list[str]:
             continue
 
         def skip(_name: str = name, _ours: str = ours, **_: Any) -> None:
-            logger.info(
-                "tracebridge: skipping upstream instrumentation %r: tracebridge's %s instrumentation "
-                "traces that client (one send and one process span per record)",
-                _name,
-                _ours,
+            logger.debug(
+                "tracebridge: upstream instrumentation %r skipped in favour of ours (%s)", _name, _ours
             )
 
         instrumentor._instrument = skip
         instrumentor._uninstrument = lambda **_: None
         replaced.append(name)
     return replaced
+
+
+def pre_instrument() -> None:
+    """``opentelemetry-instrument``'s pre-instrument hook: upstream's Kafka instrumentors step
+    aside before any instrumentor loads, and say so once (before the logging instrumentation
+    can reroute warnings away from stderr)."""
+    replaced = replace_upstream_kafka()
+    if replaced:
+        logger.warning(
+            "tracebridge: skipping upstream instrumentation %s: tracebridge traces %s itself "
+            "(one send and one process span per record)",
+            ", ".join(repr(name) for name in replaced),
+            "these Kafka clients" if len(replaced) > 1 else "this Kafka client",
+        )
 
 
 def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:

@@ -1,0 +1,203 @@
+"""Our HTTP policies on every web stack ``instrument()`` loads — Flask (WSGI), requests,
+aiohttp — over real sockets on 127.0.0.1: the edge's inbound-context policy, and business keys
+carried back in the ``baggage`` response header."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry import baggage, context, trace
+from opentelemetry.instrumentation.propagators import (
+    get_global_response_propagator,
+    set_global_response_propagator,
+)
+
+from tests.conftest import PROVIDER, one
+from tracebridge import business_keys
+from tracebridge.business_keys import BusinessKeysProcessor, BusinessKeysResponsePropagator
+from tracebridge.instrument import http_policy, instrument
+
+flask = pytest.importorskip("flask")
+requests = pytest.importorskip("requests")
+
+tracer = trace.get_tracer("tests")
+CALLER = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
+
+
+def keys_processor() -> BusinessKeysProcessor:
+    processor = next(
+        p for p in PROVIDER._active_span_processor._span_processors if isinstance(p, BusinessKeysProcessor)
+    )
+    return processor
+
+
+@pytest.fixture
+def business_keys_on() -> Iterator[BusinessKeysProcessor]:
+    processor = keys_processor()
+    business_keys.set_active(processor)
+    previous = get_global_response_propagator()
+    set_global_response_propagator(BusinessKeysResponsePropagator())
+    yield processor
+    set_global_response_propagator(previous)
+    business_keys.set_active(None)
+
+
+class Served:
+    """A WSGI app on a real socket, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def flask_traced(monkeypatch, spans) -> Iterator[None]:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    yield
+    FlaskInstrumentor().uninstrument()
+    http_policy.uninstall_inbound_policy()
+
+
+def order_app():
+    """A Flask app that learns an order id mid-request, as eshop's order service does."""
+    app = flask.Flask("orders")
+
+    @app.post("/orders")
+    def create() -> dict[str, str]:
+        context.attach(baggage.set_baggage("order.id", "o-77"))
+        with tracer.start_as_current_span("store order"):
+            pass
+        return {"id": "o-77"}
+
+    return app
+
+
+@pytest.mark.parametrize("policy", ["trust", "drop"])
+def test_flask_server_applies_the_inbound_context_policy(monkeypatch, flask_traced, spans, policy) -> None:
+    monkeypatch.setenv("TRACEBRIDGE_INBOUND_CONTEXT", policy)
+    assert "flask" in instrument(only=("flask",))
+    with Served(order_app()) as served:
+        response = requests.post(
+            f"{served.url}/orders", headers={"traceparent": CALLER, "baggage": "x=1"}, timeout=5
+        )
+    assert response.status_code == 200
+    server = one(spans, "POST /orders")
+    assert server.kind is trace.SpanKind.SERVER
+    if policy == "trust":
+        assert server.parent.span_id == int("f" * 16, 16) and server.context.trace_id == int("e" * 32, 16)
+    else:
+        assert server.parent is None and server.context.trace_id != int("e" * 32, 16)
+
+
+def test_flask_server_sends_learned_business_keys_back(flask_traced, business_keys_on, spans) -> None:
+    instrument(only=("flask",))
+    with Served(order_app()) as served:
+        response = requests.post(f"{served.url}/orders", headers={"traceparent": CALLER}, timeout=5)
+    assert response.headers["baggage"] == "order.id=o-77"
+    assert one(spans, "POST /orders").attributes["order.id"] == "o-77"
+
+
+class BaggageAnswer(BaseHTTPRequestHandler):
+    """A server (in another service, say) that learned ``order.id`` and says so."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("baggage", "order.id=o-88,secret=never")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def baggage_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaggageAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_requests_client_adopts_business_keys_from_the_response(
+    baggage_server, business_keys_on, spans
+) -> None:
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    assert "requests" in instrument(only=("requests",))
+    try:
+        with tracer.start_as_current_span("handler") as handler:
+            requests.get(f"{baggage_server}/stock", timeout=5)
+    finally:
+        RequestsInstrumentor().uninstrument()
+    assert business_keys_on.keys_for(handler.get_span_context().trace_id) == {"order.id": "o-88"}
+    client = one(spans, "GET")
+    assert client.kind is trace.SpanKind.CLIENT
+    assert client.attributes["order.id"] == "o-88" and "secret" not in client.attributes
+    assert one(spans, "handler").attributes["order.id"] == "o-88"
+
+
+async def test_aiohttp_client_adopts_business_keys_from_the_response(
+    baggage_server, business_keys_on, spans
+) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+    assert "aiohttp-client" in instrument(only=("aiohttp-client",))
+    try:
+        with tracer.start_as_current_span("handler") as handler:
+            async with aiohttp.ClientSession() as session, session.get(f"{baggage_server}/stock") as response:
+                assert response.status == 200
+    finally:
+        AioHttpClientInstrumentor().uninstrument()
+    assert business_keys_on.keys_for(handler.get_span_context().trace_id) == {"order.id": "o-88"}
+    client = one(spans, "GET")
+    assert client.kind is trace.SpanKind.CLIENT and client.attributes["order.id"] == "o-88"
+
+
+async def test_aiohttp_server_applies_the_drop_policy(monkeypatch, spans) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    from aiohttp import web
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    monkeypatch.setenv("TRACEBRIDGE_INBOUND_CONTEXT", "drop")
+    assert "aiohttp-server" in instrument(only=("aiohttp-server",))
+    try:
+
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text="hi")
+
+        app = web.Application()
+        app.router.add_get("/hello", hello)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/hello", headers={"traceparent": CALLER}) as r,
+            ):
+                assert r.status == 200
+        finally:
+            await runner.cleanup()
+    finally:
+        AioHttpServerInstrumentor().uninstrument()
+        http_policy.uninstall_inbound_policy()
+    (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+    assert server.parent is None and server.context.trace_id != int("e" * 32, 16)
