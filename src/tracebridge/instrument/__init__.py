@@ -1,6 +1,6 @@
 """``instrument()``: turn on every instrumentation whose library is installed.
 
-Ours (aiokafka, confluent-kafka, kafka-python, strawberry) and every installed upstream
+Ours (aiokafka, confluent-kafka, kafka-python, FastStream, strawberry) and every installed upstream
 OpenTelemetry instrumentation (``opentelemetry_instrumentor`` entry points: FastAPI, Flask,
 Django, requests, aiohttp, httpx, grpc, SQLAlchemy, redis, …), as ``opentelemetry-instrument``
 loads them — except upstream's Kafka ones, which ours replace: two layers tracing one client
@@ -32,6 +32,8 @@ OURS: dict[str, tuple[str, str]] = {
     ),
     "kafka_python": ("kafka", "tracebridge.messaging.kafka.kafka_python:KafkaPythonInstrumentor"),
     "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
+    # After the Kafka clients: FastStream's confluent client imports their (replaced) classes.
+    "faststream": ("faststream", "tracebridge.messaging.kafka.faststream:FastStreamInstrumentor"),
 }
 
 # Upstream instrumentations ours replace: their entry-point name -> ours, and where they live.

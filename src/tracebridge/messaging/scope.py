@@ -32,11 +32,20 @@ class ActiveSpan:
         self.previous = previous
 
 
+# Owners that can't take an attribute (``__slots__`` classes, such as FastStream's confluent
+# consumer) keep theirs here, by identity: one entry per such consumer, removed when it ends.
+_SLOTTED: dict[int, ActiveSpan] = {}
+
+
 def activate(owner: object, span: Span, context: Context) -> None:
     """Make ``span`` current in the calling task until :func:`finish` is called for ``owner``."""
     previous = context_api.get_current()
     context_api.attach(context)
-    setattr(owner, _ATTRIBUTE, ActiveSpan(span, context, previous))
+    active = ActiveSpan(span, context, previous)
+    try:
+        setattr(owner, _ATTRIBUTE, active)
+    except AttributeError:
+        _SLOTTED[id(owner)] = active
 
 
 def finish(owner: object, error: BaseException | None = None) -> None:
@@ -46,9 +55,12 @@ def finish(owner: object, error: BaseException | None = None) -> None:
     loop that called the handler) counts as the handler's failure.
     """
     active: ActiveSpan | None = getattr(owner, _ATTRIBUTE, None)
+    if active is not None:
+        setattr(owner, _ATTRIBUTE, None)
+    elif _SLOTTED:
+        active = _SLOTTED.pop(id(owner), None)
     if active is None:
         return
-    setattr(owner, _ATTRIBUTE, None)
     if error is None:
         error = sys.exc_info()[1]
     if error is not None and not isinstance(error, GeneratorExit | StopAsyncIteration):

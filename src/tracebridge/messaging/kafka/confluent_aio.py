@@ -111,25 +111,58 @@ def _call(message: Any, name: str) -> Any:
     return method() if callable(method) else None
 
 
-async def _poll(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    scope.finish(instance)
-    message = await wrapped(*args, **kwargs)
-    sync.start_process(instance, _info(instance, "_consumer"), message)
-    return message
-
-
-async def _consume(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    scope.finish(instance)
-    messages = await wrapped(*args, **kwargs)
-    sync.start_batch(instance, _info(instance, "_consumer"), messages)
-    return messages
-
-
 async def _ends_active_span(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     scope.finish(instance)
     return await wrapped(*args, **kwargs)
+
+
+def wrap_async_consumer(
+    cls: type,
+    inner: str,
+    *,
+    created_by: str,
+    poll: str,
+    batch: str,
+    ending: tuple[str, ...],
+    registry: list[tuple[type, str]],
+) -> None:
+    """Trace an asyncio wrapper ``cls`` around a confluent ``Consumer`` kept in ``inner``: the
+        C consumer, made in ``created_by``, becomes passthrough; ``poll`` starts a process span and
+        ``batch`` a receive span in the caller's task; each ``ending`` method ends it.  (Used for
+        ``AIOConsumer`` and for FastStream's confluent consumer, which have the same shape.)  What
+    it wraps is added to ``registry``, for :func:`unwrap_all`."""
+
+    async def polled(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope.finish(instance)
+        message = await wrapped(*args, **kwargs)
+        sync.start_process(instance, _info(instance, inner), message)
+        return message
+
+    async def batched(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope.finish(instance)
+        messages = await wrapped(*args, **kwargs)
+        sync.start_batch(instance, _info(instance, inner), messages)
+        return messages
+
+    _wrap(cls, created_by, partial(_passthrough_inner, inner), registry)
+    _wrap(cls, poll, polled, registry)
+    _wrap(cls, batch, batched, registry)
+    for name in ending:
+        _wrap(cls, name, _ends_active_span, registry)
+
+
+def _wrap(cls: type, name: str, wrapper: Any, registry: list[tuple[type, str]]) -> None:
+    wrap_function_wrapper(cls, name, wrapper)
+    registry.append((cls, name))
+
+
+def unwrap_all(registry: list[tuple[type, str]]) -> None:
+    """Undo every wrapper in ``registry``, newest first."""
+    while registry:
+        cls, name = registry.pop()
+        unwrap(cls, name)
 
 
 def instrument() -> None:
@@ -138,20 +171,18 @@ def instrument() -> None:
         from confluent_kafka.aio import AIOConsumer, AIOProducer
     except ImportError:  # before 2.13
         return
-    plan: list[tuple[type, str, Any]] = [
-        (AIOProducer, "__init__", partial(_passthrough_inner, "_producer")),
-        (AIOProducer, "produce", _produce),
-        (AIOConsumer, "__init__", partial(_passthrough_inner, "_consumer")),
-        (AIOConsumer, "poll", _poll),
-        (AIOConsumer, "consume", _consume),
-        *((AIOConsumer, name, _ends_active_span) for name in _ENDING),
-    ]
-    for cls, name, wrapper in plan:
-        wrap_function_wrapper(cls, name, wrapper)
-        _wrapped.append((cls, name))
+    _wrap(AIOProducer, "__init__", partial(_passthrough_inner, "_producer"), _wrapped)
+    _wrap(AIOProducer, "produce", _produce, _wrapped)
+    wrap_async_consumer(
+        AIOConsumer,
+        "_consumer",
+        created_by="__init__",
+        poll="poll",
+        batch="consume",
+        ending=_ENDING,
+        registry=_wrapped,
+    )
 
 
 def uninstrument() -> None:
-    while _wrapped:
-        cls, name = _wrapped.pop()
-        unwrap(cls, name)
+    unwrap_all(_wrapped)

@@ -313,7 +313,10 @@ def _modules_holding(classes: Iterable[type]) -> list[str]:
     wanted = {id(cls) for cls in classes}
     found: list[str] = []
     for module_name, module in list(sys.modules.items()):
-        if module is None or module_name.startswith(("confluent_kafka", "tracebridge", "opentelemetry")):
+        # (FastStream's confluent client is re-pointed by our FastStream instrumentation)
+        if module is None or module_name.startswith(
+            ("confluent_kafka", "tracebridge", "opentelemetry", "faststream")
+        ):
             continue
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
