@@ -35,7 +35,7 @@ _CONTEXT_HEADERS = frozenset(
 # The same fields as the getters of the WSGI (Flask, Django) and aiohttp servers name them.
 _CONTEXT_KEYS = frozenset(name.decode() for name in _CONTEXT_HEADERS)
 # (module, "Class.method", wrapper) for every server stack: ASGI strips the headers from the
-# scope; WSGI and aiohttp read them through one getter class each, which answers "absent".
+# scope; ASGI, WSGI and aiohttp read them through one getter class each, which answers "absent".
 _installed: list[tuple[str, str]] = []
 
 
@@ -58,6 +58,8 @@ def _context_key_absent(wrapped: Any, instance: Any, args: tuple[Any, ...], kwar
 
 _INBOUND_WRAPPERS: tuple[tuple[str, str, Any], ...] = (
     ("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", _without_context),
+    # Django under ASGI extracts through the ASGI getter without the middleware above.
+    ("opentelemetry.instrumentation.asgi", "ASGIGetter.get", _context_key_absent),
     ("opentelemetry.instrumentation.wsgi", "WSGIGetter.get", _context_key_absent),
     ("opentelemetry.instrumentation.aiohttp_server", "AiohttpGetter.get", _context_key_absent),
 )
