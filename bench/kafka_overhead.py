@@ -9,8 +9,9 @@ All variants run in this one invocation against one embedded broker, each in a f
 so machine noise hits them alike; the median of the rounds is reported.  Each traced variant
 exports over real OTLP/HTTP to a separate receiving process (``otlp_sink.py``) through the
 span pipeline a user gets by default — the SDK's ``BatchSpanProcessor`` for contrib,
-``tracebridge.configure()``'s for ours — and each timed phase ends with a flush of the
-provider, so export is inside the measurement.  The result is the added µs/record over the
+``tracebridge.configure()``'s for ours, each with a queue that holds every span of the run so
+none is dropped unexported — and each timed phase ends with a flush of the provider, so export
+is inside the measurement.  The result is the added µs/record over the
 bare client, and tracebridge's added cost as a ratio of contrib's (target ≤ 0.33).
 """
 
@@ -35,6 +36,9 @@ VARIANTS = ("bare", "bare+header", "contrib", "tracebridge", "tracebridge-unsamp
 # propagating instrumentation can go below, shown so the rest can be read against it.
 CONSTANT_HEADER = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
 WARMUP = 2000
+# Room for every span of a run in the export queue, for both pipelines: a span dropped on a full
+# queue is never encoded or sent, and would make a variant look cheaper than it is.
+QUEUE = 1 << 17
 OURS = {"aiokafka": "aiokafka", "confluent": "confluent_kafka", "kafka-python": "kafka_python"}
 CONTRIB = {
     "aiokafka": "opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor",
@@ -56,7 +60,9 @@ def setup(client: str, variant: str, endpoint: str) -> Callable[[], None]:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE)
+        )
         trace.set_tracer_provider(provider)
         module, _, name = CONTRIB[client].partition(":")
         getattr(importlib.import_module(module), name)().instrument()
@@ -66,7 +72,9 @@ def setup(client: str, variant: str, endpoint: str) -> Callable[[], None]:
     # Unsampled as it happens in practice: the trace was not sampled upstream, and every span
     # follows its parent's decision (the default parent-based sampler).
     sampler = "parentbased_always_off" if variant == "tracebridge-unsampled" else "parentbased_always_on"
-    provider = tracebridge.configure(service_name="bench", sampler=sampler, otlp_traces_endpoint=endpoint)
+    provider = tracebridge.configure(
+        service_name="bench", sampler=sampler, otlp_traces_endpoint=endpoint, bsp_max_queue_size=QUEUE
+    )
     tracebridge.instrument(only=(OURS[client],))
     return lambda: provider.force_flush()
 

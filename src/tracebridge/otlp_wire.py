@@ -1,0 +1,265 @@
+"""OTLP trace export requests written straight in the protobuf wire format.
+
+The stock encoder builds a protobuf message object per span, attribute and value, then
+serializes them: measured at ~58 µs per messaging span on this machine (our spans carry a dozen
+attributes), which with real export was most of what tracing a Kafka record cost.  Writing the
+bytes directly — attribute keys, resources and scopes encoded once and reused — produces the same
+``ExportTraceServiceRequest`` (the tests decode both with ``opentelemetry-proto`` and compare)
+at a fraction of the cost.  :class:`WireSpanExporter` posts them over OTLP/HTTP.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+
+logger = logging.getLogger("tracebridge.export.otlp")
+
+_FIXED64 = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_SMALL = [bytes((n,)) for n in range(128)]
+_KIND = {
+    SpanKind.INTERNAL: b"\x30\x01",
+    SpanKind.SERVER: b"\x30\x02",
+    SpanKind.CLIENT: b"\x30\x03",
+    SpanKind.PRODUCER: b"\x30\x04",
+    SpanKind.CONSUMER: b"\x30\x05",
+}
+# Span.flags (field 16, fixed32): "has is-remote", plus "is remote" when the parent is remote.
+_FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
+_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+_LINK_FLAGS_LOCAL = b"\x35" + struct.pack("<I", 0x100)
+_LINK_FLAGS_REMOTE = b"\x35" + struct.pack("<I", 0x300)
+_EMPTY_VALUE = b"\x12\x00"
+_MAX_CACHED_KEYS = 4096
+
+
+def _varint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _text(tag: bytes, text: str) -> bytes:
+    return _field(tag, text.encode("utf-8", "surrogatepass"))
+
+
+def _any_value(value: Any) -> bytes:
+    """An ``AnyValue`` message, as the SDK encoder chooses the variant."""
+    if value is None:
+        return b""
+    if value is True:
+        return b"\x10\x01"
+    if value is False:
+        return b"\x10\x00"
+    if isinstance(value, str):
+        return _text(b"\x0a", value)
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        return _field(b"\x32", b"".join(_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items()))
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
+
+
+_keys: dict[str, bytes] = {}
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A ``KeyValue`` message; the key's bytes are reused across spans."""
+    encoded = _keys.get(key)
+    if encoded is None:
+        encoded = _text(b"\x0a", key)
+        if len(_keys) < _MAX_CACHED_KEYS:
+            _keys[key] = encoded
+    if type(value) is str:
+        raw = value.encode("utf-8", "surrogatepass")
+        inner = b"\x0a" + _varint(len(raw)) + raw
+        return encoded + b"\x12" + _varint(len(inner)) + inner
+    if value is None:
+        return encoded + _EMPTY_VALUE
+    return encoded + _field(b"\x12", _any_value(value))
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    if not attributes:
+        return b""
+    parts = []
+    for key, value in attributes.items():
+        try:
+            parts.append(_field(tag, _key_value(key, value)))
+        except Exception as error:  # as the SDK encoder: skip the attribute, keep the span
+            logger.warning("tracebridge: attribute %r not exported: %s", key, error)
+    return b"".join(parts)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.get_span_context()
+    assert context is not None
+    parts = [
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+    ]
+    state = context.trace_state
+    if state:
+        parts.append(_text(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items())))
+    parent = span.parent
+    if parent:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    parts.append(_text(b"\x2a", span.name))
+    parts.append(_KIND[span.kind])
+    parts.append(b"\x39" + _FIXED64(span.start_time or 0))
+    parts.append(b"\x41" + _FIXED64(span.end_time or 0))
+    parts.append(_attributes(b"\x4a", span.attributes))
+    if span.dropped_attributes:
+        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    for event in span.events:
+        body = b"\x09" + _FIXED64(event.timestamp) + _text(b"\x12", event.name)
+        body += _attributes(b"\x1a", event.attributes)
+        if event.dropped_attributes:
+            body += b"\x20" + _varint(event.dropped_attributes)
+        parts.append(_field(b"\x5a", body))
+    if span.dropped_events:
+        parts.append(b"\x60" + _varint(span.dropped_events))
+    for link in span.links:
+        body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+        body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+        body += _attributes(b"\x22", link.attributes)
+        if link.dropped_attributes:
+            body += b"\x28" + _varint(link.dropped_attributes)
+        body += _LINK_FLAGS_REMOTE if link.context.is_remote else _LINK_FLAGS_LOCAL
+        parts.append(_field(b"\x6a", body))
+    if span.dropped_links:
+        parts.append(b"\x70" + _varint(span.dropped_links))
+    status = span.status
+    code = status.status_code.value
+    status_body = (
+        (b"\x12" + _varint(len(d := status.description.encode())) + d) if status.description else b""
+    )
+    if code:
+        status_body += b"\x18" + _varint(code)
+    parts.append(_field(b"\x7a", status_body))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    return b"".join(parts)
+
+
+def _resource(resource: Any) -> bytes:
+    return _attributes(b"\x0a", resource.attributes)
+
+
+def _scope(scope: Any) -> bytes:
+    if scope is None:
+        return b""
+    body = _text(b"\x0a", scope.name) if scope.name else b""
+    if scope.version:
+        body += _text(b"\x12", scope.version)
+    return body + _attributes(b"\x1a", scope.attributes)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """A serialized ``ExportTraceServiceRequest`` for ``spans``, grouped by resource and then by
+    instrumentation scope in first-seen order (as the SDK's encoder groups them)."""
+    ScopeGroup = tuple[Any, list[bytes]]
+    resources_by_id: dict[int, tuple[Any, dict[int, ScopeGroup], list[ScopeGroup]]] = {}
+    resources: list[tuple[Any, dict[int, ScopeGroup], list[ScopeGroup]]] = []
+    for span in spans:
+        resource = span.resource
+        entry = resources_by_id.get(id(resource))
+        if entry is None:
+            entry = next((known for known in resources if known[0] == resource), None)
+            if entry is None:
+                entry = (resource, {}, [])
+                resources.append(entry)
+            resources_by_id[id(resource)] = entry
+        scope = span.instrumentation_scope or None
+        scopes_by_id, scopes = entry[1], entry[2]
+        group: ScopeGroup | None = scopes_by_id.get(id(scope))
+        if group is None:
+            group = next((known for known in scopes if known[0] == scope), None)
+            if group is None:
+                group = (scope, [])
+                scopes.append(group)
+            scopes_by_id[id(scope)] = group
+        group[1].append(_field(b"\x12", _span(span)))
+    request = []
+    for resource, _, scopes in resources:
+        body = [_field(b"\x0a", _resource(resource))]
+        for scope, encoded in scopes:
+            scope_spans = _field(b"\x0a", _scope(scope)) + b"".join(encoded)
+            if scope is not None and scope.schema_url:
+                scope_spans += _text(b"\x1a", scope.schema_url)
+            body.append(_field(b"\x12", scope_spans))
+        if resource.schema_url:
+            body.append(_text(b"\x1a", resource.schema_url))
+        request.append(_field(b"\x0a", b"".join(body)))
+    return b"".join(request)
+
+
+class WireSpanExporter(SpanExporter):
+    """OTLP/HTTP protobuf export of :func:`encode_spans` requests.
+
+    A failed batch is reported, not retried here: :class:`tracebridge.exporting.ResilientExporter`
+    in front of it decides what a failure costs (a circuit, counted drops)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 10.0,
+        compression: str = "none",
+    ) -> None:
+        import requests
+
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.gzip = compression == "gzip"
+        self._session = requests.Session()
+        self._session.headers.update({"Content-Type": "application/x-protobuf", **(headers or {})})
+        if self.gzip:
+            self._session.headers["Content-Encoding"] = "gzip"
+        self._shutdown = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        body = encode_spans(spans)
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=6)
+        try:
+            response = self._session.post(self.endpoint, data=body, timeout=self.timeout_s)
+        except Exception as error:
+            logger.warning("OTLP export to %s failed: %s", self.endpoint, error)
+            return SpanExportResult.FAILURE
+        if 200 <= response.status_code < 300:
+            return SpanExportResult.SUCCESS
+        logger.warning("OTLP export to %s answered HTTP %d", self.endpoint, response.status_code)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        self._session.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
