@@ -140,6 +140,11 @@ def test_otlp_json_file_source(tmp_path) -> None:
     result = cli("diagnose", "11" * 16, "--source", str(path), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["hops"][0]["queue_wait_ns"] == 50_000_000
+    found = cli("diagnose", "--find", "order.id=o-9", "--source", str(path), "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["trace_id"] == "11" * 16
+    missing = cli("diagnose", "--find", "order.id=o-10", "--source", str(path))
+    assert missing.returncode == 1 and "no trace has order.id=o-10" in missing.stderr
 
 
 def test_unknown_trace_id_says_so(jaeger) -> None:
@@ -165,7 +170,8 @@ def test_missing_and_empty_store_say_what_to_do(tmp_path) -> None:
 def test_naming_no_trace_or_two_is_a_usage_error() -> None:
     assert cli("trace").returncode == 2
     assert cli("trace", TRACE_ID, "--order", "o-1").returncode == 2
-    assert "KEY=VALUE" in cli("trace", "--find", "no-equals-sign", "--source", "x.json").stderr or True
+    bad_find = cli("trace", "--find", "no-equals-sign", "--source", "x.json")
+    assert bad_find.returncode == 2 and "--find takes KEY=VALUE" in bad_find.stderr
 
 
 class FakeJaegerV3(FakeJaeger):

@@ -4,6 +4,7 @@ the tests count on it)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from eshop import db
 from eshop.config import Config
 from eshop.service import flask_app, serve_wsgi
+
+logger = logging.getLogger("eshop.notification")
 
 
 class Mail(BaseModel):
@@ -56,6 +59,10 @@ def create_app(config: Config) -> Flask:
         except ValidationError as error:
             return {"detail": error.errors(include_input=False, include_url=False)}, 422
         sent = database.run_sync(lambda c: record(c, mail))
+        # One line per delivery: the tests count "sent" (at most once per key) and "duplicate".
+        logger.info(
+            "mail %s for order %s %s", mail.idempotency_key, mail.order_id, "sent" if sent else "duplicate"
+        )
         return {"sent": sent, "duplicate": not sent}
 
     @app.get("/mails")

@@ -188,13 +188,13 @@ def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find:
     if len(chosen) != 1:
         errors.print("[red]tracebridge:[/] name one trace: a TRACE_ID, --order ID or --find KEY=VALUE")
         raise typer.Exit(2)
+    key, value = ("order.id", order) if order else (find or "").partition("=")[::2]
+    if trace_id is None and (not key or (find and "=" not in find)):
+        errors.print("[red]tracebridge:[/] --find takes KEY=VALUE, e.g. --find order.id=o-42")
+        raise typer.Exit(2)
     source = _source(spec)
     try:
         if trace_id is None:
-            key, value = ("order.id", order) if order else (find or "").partition("=")[::2]
-            if not key or value is None or (find and "=" not in find):
-                errors.print("[red]tracebridge:[/] --find takes KEY=VALUE, e.g. --find order.id=o-42")
-                raise typer.Exit(2)
             found = source.find(key, str(value))
             if not found:
                 errors.print(f"[red]tracebridge:[/] no trace has {key}={value} in {source.describe()}")

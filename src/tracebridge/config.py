@@ -10,7 +10,7 @@ to start.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import unquote
@@ -49,6 +49,74 @@ SAMPLERS = (
 PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
 EXPORTERS = ("otlp", "console", "none")
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
+
+
+# Read by the OpenTelemetry SDK itself (span limits), which raises on anything but a
+# non-negative integer or "unset" — while the application starts.
+SDK_LIMIT_VARIABLES = (
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
+_repaired: list[str] = []
+
+
+def repair_sdk_environment(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Take out of the environment the values the OpenTelemetry API and SDK would raise on.
+
+    ``opentelemetry.propagate`` reads ``OTEL_PROPAGATORS`` when it is *imported* and raises on
+    a name it can't load; the SDK raises on a malformed span limit when a provider is built.
+    Either would stop the application (or ``tracebridge run`` itself) before its first line,
+    for a typo in a tracing setting.  Runs when tracebridge is imported, before anything
+    imports those modules; the child of ``tracebridge run`` inherits the repaired environment.
+    What it removed is reported, like every other bad value, in :attr:`Settings.problems`.
+    """
+    env = os.environ if environ is None else environ
+    found: list[str] = []
+    raw = env.get("OTEL_PROPAGATORS")
+    if raw is not None:
+        names = [name.strip() for name in raw.split(",") if name.strip()]
+        known = [name for name in names if name.lower() in PROPAGATORS or _is_registered_propagator(name)]
+        if known != names:
+            unknown = [name for name in names if name not in known]
+            found.append(
+                f"OTEL_PROPAGATORS names {', '.join(repr(n) for n in unknown)}, which no installed "
+                f"propagator provides; ignoring {'it' if len(unknown) == 1 else 'them'}"
+            )
+            if known:
+                env["OTEL_PROPAGATORS"] = ",".join(known)
+            else:
+                del env["OTEL_PROPAGATORS"]
+    for name in SDK_LIMIT_VARIABLES:
+        value = env.get(name)
+        if value is None or value.strip().lower() == "unset":
+            continue
+        try:
+            valid = int(value.strip()) >= 0
+        except ValueError:
+            valid = False
+        if not valid:
+            found.append(f"{name}={value!r} is not a non-negative integer; using the SDK's default")
+            del env[name]
+    _repaired.extend(problem for problem in found if problem not in _repaired)
+    return found
+
+
+def repaired_problems() -> tuple[str, ...]:
+    """What :func:`repair_sdk_environment` took out of this process's environment."""
+    return tuple(_repaired)
+
+
+def _is_registered_propagator(name: str) -> bool:
+    """A propagator an installed package registers (``opentelemetry_propagator`` entry point)."""
+    from importlib.metadata import entry_points
+
+    return any(True for _ in entry_points(group="opentelemetry_propagator", name=name))
 
 
 @dataclass(frozen=True)
@@ -157,7 +225,7 @@ class Settings:
             inbound_context=InboundContext(
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),
-            problems=tuple(reader.problems),
+            problems=tuple(_repaired) + tuple(reader.problems),
         )
 
 
@@ -234,3 +302,8 @@ def _parse_key_values(raw: str, reader: _Reader, name: str) -> dict[str, str]:
             continue
         result[unquote(key.strip())] = unquote(value.strip())
     return result
+
+
+# Before anything imports opentelemetry.propagate (which reads OTEL_PROPAGATORS at import):
+# every tracebridge module imports this one first.
+repair_sdk_environment()

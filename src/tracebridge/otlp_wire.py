@@ -94,13 +94,25 @@ def _key_value(key: str, value: Any) -> bytes:
         encoded = _text(b"\x0a", key)
         if len(_keys) < _MAX_CACHED_KEYS:
             _keys[key] = encoded
-    if type(value) is str:
-        raw = value.encode("utf-8", "surrogatepass")
+    kind = type(value)
+    if kind is str:
+        raw: bytes = value.encode("utf-8", "surrogatepass")
         inner = b"\x0a" + _varint(len(raw)) + raw
         return encoded + b"\x12" + _varint(len(inner)) + inner
+    if kind is int:  # (bool is not int here: type() is exact)
+        inner = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+        return encoded + b"\x12" + _SMALL[len(inner)] + inner
+    if kind is float:
+        return encoded + b"\x12\x09\x21" + _DOUBLE(value)
     if value is None:
         return encoded + _EMPTY_VALUE
     return encoded + _field(b"\x12", _any_value(value))
+
+
+# Encoded KeyValue fields of short text attributes, which repeat from span to span
+# (messaging.system=kafka, the topic, the group, the server address): one dict lookup each.
+_pairs: dict[tuple[bytes, str, str], bytes] = {}
+_MAX_CACHED_PAIRS = 8192
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -108,6 +120,14 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         return b""
     parts = []
     for key, value in attributes.items():
+        if type(value) is str and len(value) <= 64:
+            cached = _pairs.get((tag, key, value))
+            if cached is None:
+                cached = _field(tag, _key_value(key, value))
+                if len(_pairs) < _MAX_CACHED_PAIRS:
+                    _pairs[(tag, key, value)] = cached
+            parts.append(cached)
+            continue
         try:
             parts.append(_field(tag, _key_value(key, value)))
         except Exception as error:  # as the SDK encoder: skip the attribute, keep the span

@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from tracebridge import processes
 from tracebridge.broker import free_port
 
@@ -40,6 +38,8 @@ class CollectorProcess:
             "--db",
             str(self.db),
         ]
+        import httpx  # the collector extra
+
         self.process = processes.spawn(command, self.env, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from tracebridge import processes
 from tracebridge.broker import EmbeddedBroker, free_port
 from tracebridge.collector.process import CollectorProcess
@@ -203,6 +201,8 @@ class Stack:
 
     def wait_healthy(self, timeout: float, names: tuple[str, ...] = SERVICE_NAMES) -> None:
         """Every service answers ``/health`` (workers: once they have their partitions)."""
+        import httpx  # the demo's extra: `tracebridge run` must work without it
+
         deadline = time.monotonic() + timeout
         waiting = list(names)
         with httpx.Client(timeout=1) as client:

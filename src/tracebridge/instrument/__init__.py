@@ -195,6 +195,9 @@ def _start(name: str, make: Any, kwargs: dict[str, Any], **extra: Any) -> bool:
         instrumentor = make()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(**{**DEFAULT_OPTIONS.get(name, {}), **extra, **kwargs})
+    except ImportError as error:  # its library isn't installed after all (as opentelemetry-instrument)
+        logger.debug("tracebridge: skipping %s: %s", name, error)
+        return False
     except Exception as error:
         logger.warning("tracebridge: could not instrument %s: %s", name, error)
         return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -49,4 +50,9 @@ def run(command: Sequence[str], service_name: str | None = None) -> None:
     executable = shutil.which(command[0])
     if executable is None:
         raise LaunchError(f"command not found: {command[0]!r} (is it installed and on PATH?)")
+    # The program inherits the repaired environment, so only we can still say what was wrong.
+    from tracebridge.config import repaired_problems
+
+    for problem in repaired_problems():
+        print(f"tracebridge configuration: {problem}", file=sys.stderr, flush=True)
     os.execve(executable, list(command), child_environment(os.environ, service_name))
