@@ -335,11 +335,11 @@ def test_a_redelivered_event_never_reserves_or_mails_twice(eshop: Placed) -> Non
     assert stock_after == {**stock_before, "LAMP-3": stock_before["LAMP-3"] - 2}
     # The re-published events did reach the notification service again, which answered them as
     # duplicates: each mail was sent once.  (GET /mails can't show a duplicate: its key is unique.)
+    # (more duplicates are fine: at-least-once delivery may hand a worker a record again)
     deliveries = _mail_deliveries(stack, order_id)
-    assert deliveries[f"{order_id}:created"] == ["sent", "duplicate"]
-    assert deliveries[f"{order_id}:shipped"][0] == "sent" and deliveries[f"{order_id}:shipped"][1:] == [
-        "duplicate"
-    ]
+    assert set(deliveries) == {f"{order_id}:created", f"{order_id}:shipped"}
+    for outcomes in deliveries.values():
+        assert outcomes[0] == "sent" and outcomes[1:] and set(outcomes[1:]) == {"duplicate"}, outcomes
 
 
 def test_a_worker_killed_mid_run_loses_no_order_and_sends_no_duplicate_mail(eshop: Placed) -> None:

@@ -103,7 +103,8 @@ def repair_sdk_environment(environ: MutableMapping[str, str] | None = None) -> l
         if not valid:
             found.append(f"{name}={value!r} is not a non-negative integer; using the SDK's default")
             del env[name]
-    _repaired.extend(problem for problem in found if problem not in _repaired)
+    if environ is None:  # this process's own environment: Settings.from_env() reports it
+        _repaired.extend(problem for problem in found if problem not in _repaired)
     return found
 
 
@@ -225,7 +226,7 @@ class Settings:
             inbound_context=InboundContext(
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),
-            problems=tuple(_repaired) + tuple(reader.problems),
+            problems=(tuple(_repaired) if environ is None else ()) + tuple(reader.problems),
         )
 
 
