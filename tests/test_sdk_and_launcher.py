@@ -178,30 +178,36 @@ def test_exporting_to_a_live_collector_delivers_every_span(bootstrap, broker, co
     assert len(spans) == 100 and {s.service for s in spans} == {"busy"}
 
 
-def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker, collector) -> None:
-    topic = unique("stock")
-    broker.create_topics([topic], partitions=1)
-    env = clean_env(
+def under_opentelemetry_instrument(app: str, collector, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a test app under the stock ``opentelemetry-instrument``, exporting to ``collector``."""
+    environment = clean_env(
         OTEL_SERVICE_NAME="stock",
         OTEL_TRACES_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
         OTEL_METRICS_EXPORTER="none",
         OTEL_LOGS_EXPORTER="none",
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        TOPIC=topic,
-        COUNT="5",
+        **env,
     )
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
     result = subprocess.run(
-        [str(instrument), sys.executable, str(APPS / "produce_consume.py")],
-        env=env,
+        [str(instrument), sys.executable, str(APPS / app)],
+        env=environment,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker, collector) -> None:
+    topic = unique("stock")
+    broker.create_topics([topic], partitions=1)
+    result = under_opentelemetry_instrument(
+        "produce_consume.py", collector, KAFKA_BOOTSTRAP_SERVERS=bootstrap, TOPIC=topic, COUNT="5"
+    )
     spans = stored_spans(collector, 10)
     processes = [s for s in spans if s.name == f"process {topic}"]
     assert len(processes) == 5
@@ -217,27 +223,9 @@ def test_stock_opentelemetry_instrument_loads_our_instrumentor(bootstrap, broker
 def test_stock_opentelemetry_instrument_traces_confluent_kafka_once(bootstrap, broker, collector) -> None:
     topic = unique("stock-confluent")
     broker.create_topics([topic], partitions=1)
-    env = clean_env(
-        OTEL_SERVICE_NAME="stock",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        TOPIC=topic,
-        COUNT="3",
+    result = under_opentelemetry_instrument(
+        "confluent_produce.py", collector, KAFKA_BOOTSTRAP_SERVERS=bootstrap, TOPIC=topic, COUNT="3"
     )
-    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-    result = subprocess.run(
-        [str(instrument), sys.executable, str(APPS / "confluent_produce.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
     spans = stored_spans(collector, 3)
     sends = [s for s in spans if s.name == f"send {topic}"]
     assert len(sends) == 3 and len(spans) == 3

@@ -42,6 +42,20 @@ def dead_letter_headers(record: Any, group: str, reason: str, attempts: int) -> 
     return headers
 
 
+def consumer_options(config: Config, group: str) -> dict[str, Any]:
+    """A group member's settings, in the keyword names aiokafka and kafka-python share: start
+    at the earliest record, commit by hand (after the handler), the configured timings."""
+    return {
+        "bootstrap_servers": config.kafka_bootstrap_servers,
+        "group_id": group,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "session_timeout_ms": config.session_timeout_ms,
+        "heartbeat_interval_ms": config.heartbeat_interval_ms,
+        "fetch_max_wait_ms": config.fetch_max_wait_ms,
+    }
+
+
 class Retries:
     """How often each record has failed, and what to do after a failure: retry after a
     backoff (exponential, bounded), or dead-letter once ``max_attempts`` is reached.  Shared by
@@ -183,16 +197,7 @@ class Worker:
         self.topics = tuple(topics)
         self.handlers = handlers
         self.publisher = publisher
-        self.consumer = AIOKafkaConsumer(
-            *self.topics,
-            bootstrap_servers=config.kafka_bootstrap_servers,
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=config.session_timeout_ms,
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            fetch_max_wait_ms=config.fetch_max_wait_ms,
-        )
+        self.consumer = AIOKafkaConsumer(*self.topics, **consumer_options(config, group))
         self.retries = Retries(config)
 
     @property

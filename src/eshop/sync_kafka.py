@@ -22,7 +22,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from eshop import faults
 from eshop.config import Config
 from eshop.events import Event, UndecodableEvent, dead_letter_topic, decode
-from eshop.kafka import Retries, dead_letter_headers
+from eshop.kafka import Retries, consumer_options, dead_letter_headers
 
 logger = logging.getLogger("eshop.kafka")
 
@@ -144,13 +144,7 @@ class KafkaPythonClient:
         self._kafka = kafka
         self.consumer = kafka.KafkaConsumer(
             *topics,
-            bootstrap_servers=config.kafka_bootstrap_servers,
-            group_id=group,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=config.session_timeout_ms,
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            **consumer_options(config, group),
             consumer_timeout_ms=500,  # the loop looks at its stop flag this often
         )
         self.producer = kafka.KafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers, linger_ms=0)
