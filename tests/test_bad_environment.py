@@ -22,6 +22,9 @@ BAD_SETTINGS = {
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "=value",
     "OTEL_EXPORTER_OTLP_TIMEOUT": "soon",
     "OTEL_EXPORTER_OTLP_COMPRESSION": "zip",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "soon",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "/nonexistent/key.pem",
     "OTEL_RESOURCE_ATTRIBUTES": "team",
     "OTEL_SDK_DISABLED": "maybe",
     "OTEL_TRACES_EXPORTER": "zipkin",
@@ -107,3 +110,31 @@ def test_tracebridge_run_starts_the_program_whatever_the_value(variable: str, va
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started"
     assert "tracebridge configuration:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tls_files_reach_the_exporter_and_traces_variables_win(tmp_path) -> None:
+    from tracebridge.sdk import build_exporter
+
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("-----BEGIN PLACEHOLDER-----\n")
+    settings = Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/general.pem",  # the traces one wins
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": str(ca),
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(cert),
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(key),
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "9000",
+        }
+    )
+    assert settings.problems == ()
+    assert (settings.otlp_certificate, settings.otlp_client_certificate, settings.otlp_client_key) == (
+        str(ca),
+        str(cert),
+        str(key),
+    )
+    exporter = build_exporter(settings)
+    session = exporter.inner._session
+    assert session.verify == str(ca) and session.cert == (str(cert), str(key))
+    assert exporter.inner.timeout_s == 2.5

@@ -110,7 +110,11 @@ async def test_graphql_mutation_is_one_trace_under_the_callers_context(graphql_u
 
 async def test_no_email_or_card_number_in_any_span(graphql_url, spans) -> None:
     async with httpx.AsyncClient() as client:
-        await client.post(graphql_url, json={"query": MUTATION})
+        response = await client.post(graphql_url, json={"query": MUTATION})
+    assert response.status_code == 200 and "errors" not in response.json()
+    names = {span.name for span in spans.get_finished_spans()}
+    # the request was traced through and through: there is something to leak into
+    assert {"POST /graphql", "GraphQL Resolving: createOrder", "reserve stock"} <= names, names
     for span in spans.get_finished_spans():
         text = repr(dict(span.attributes)) + span.name
         assert "4111111111111111" not in text and "buyer@example.com" not in text, span.name

@@ -149,7 +149,7 @@ def collector(
     import uvicorn
 
     from tracebridge.collector.app import CollectorConfig, build_app
-    from tracebridge.collector.store import DEFAULT_DB, DEFAULT_INDEXED_ATTRIBUTES, SpanStore
+    from tracebridge.collector.store import DEFAULT_DB, SpanStore
     from tracebridge.config import Settings
 
     token = token or Settings.from_env().collector_token
@@ -159,7 +159,8 @@ def collector(
             "give --token (or TRACEBRIDGE_COLLECTOR_TOKEN), or bind 127.0.0.1"
         )
         raise typer.Exit(2)
-    store = SpanStore(db or DEFAULT_DB, indexed_attributes=index_attribute or DEFAULT_INDEXED_ATTRIBUTES)
+    # Without the flag, the store keeps the list it has (a new store starts with the defaults).
+    store = SpanStore(db or DEFAULT_DB, indexed_attributes=index_attribute or None)
     config = CollectorConfig(
         token=token, retention_max_age_s=_parse_age(max_age), retention_max_bytes=_parse_size(max_size)
     )

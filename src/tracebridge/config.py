@@ -132,6 +132,9 @@ class Settings:
     otlp_headers: Mapping[str, str] = field(default_factory=dict)
     otlp_timeout_s: float = 10.0
     otlp_compression: str = "none"
+    otlp_certificate: str | None = None  # CA bundle to trust for an https endpoint
+    otlp_client_certificate: str | None = None  # mTLS: our certificate ...
+    otlp_client_key: str | None = None  # ... and its key
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
     sampler: str = "parentbased_always_on"
     sampler_arg: float = 1.0
@@ -195,8 +198,14 @@ class Settings:
             traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", EXPORTERS, "otlp"),
             otlp_traces_endpoint=traces_endpoint,
             otlp_headers=headers,
-            otlp_timeout_s=reader.number("OTEL_EXPORTER_OTLP_TIMEOUT", 10000, minimum=1) / 1000.0,
-            otlp_compression=reader.choice("OTEL_EXPORTER_OTLP_COMPRESSION", ("none", "gzip"), "none"),
+            otlp_timeout_s=reader.number(_traces_first(env, "OTEL_EXPORTER_OTLP_TIMEOUT"), 10000, minimum=1)
+            / 1000.0,
+            otlp_compression=reader.choice(
+                _traces_first(env, "OTEL_EXPORTER_OTLP_COMPRESSION"), ("none", "gzip"), "none"
+            ),
+            otlp_certificate=reader.file(_traces_first(env, "OTEL_EXPORTER_OTLP_CERTIFICATE")),
+            otlp_client_certificate=reader.file(_traces_first(env, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")),
+            otlp_client_key=reader.file(_traces_first(env, "OTEL_EXPORTER_OTLP_CLIENT_KEY")),
             propagators=propagators,
             sampler=sampler,
             sampler_arg=sampler_arg,
@@ -279,6 +288,16 @@ class _Reader:
             return default
         return value
 
+    def file(self, name: str) -> str | None:
+        """A path that must name a readable file; anything else is reported and ignored."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return None
+        if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
+            self.problem(f"{name}={raw!r} is not a readable file; ignoring it")
+            return None
+        return raw
+
     def flag(self, name: str, default: bool) -> bool:
         raw = self.env.get(name, "").strip().lower()
         if not raw:
@@ -289,6 +308,13 @@ class _Reader:
             return False
         self.problem(f"{name}={raw!r} is not true/false; using {str(default).lower()}")
         return default
+
+
+def _traces_first(env: Mapping[str, str], name: str) -> str:
+    """``OTEL_EXPORTER_OTLP_TRACES_X`` when it is set, else ``OTEL_EXPORTER_OTLP_X`` (the spec's
+    precedence for the signal-specific variables)."""
+    specific = name.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_", 1)
+    return specific if env.get(specific, "").strip() else name
 
 
 def _parse_key_values(raw: str, reader: _Reader, name: str) -> dict[str, str]:

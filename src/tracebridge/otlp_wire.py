@@ -249,6 +249,9 @@ class WireSpanExporter(SpanExporter):
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
         compression: str = "none",
+        certificate: str | None = None,
+        client_certificate: str | None = None,
+        client_key: str | None = None,
     ) -> None:
         import requests
 
@@ -256,6 +259,10 @@ class WireSpanExporter(SpanExporter):
         self.timeout_s = timeout_s
         self.gzip = compression == "gzip"
         self._session = requests.Session()
+        if certificate:
+            self._session.verify = certificate
+        if client_certificate:
+            self._session.cert = (client_certificate, client_key) if client_key else client_certificate
         self._session.headers.update({"Content-Type": "application/x-protobuf", **(headers or {})})
         if self.gzip:
             self._session.headers["Content-Encoding"] = "gzip"

@@ -238,6 +238,9 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         headers=dict(settings.otlp_headers),
         timeout_s=settings.otlp_timeout_s,
         compression=settings.otlp_compression,
+        certificate=settings.otlp_certificate,
+        client_certificate=settings.otlp_client_certificate,
+        client_key=settings.otlp_client_key,
     )
     return ResilientExporter(
         inner,
