@@ -28,11 +28,18 @@ def eshop_processes() -> list[int]:
     return found
 
 
-def tracebridge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def tracebridge(
+    *args: str, timeout: float = 180, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
     env["COLUMNS"] = "160"
     return subprocess.run(
-        [sys.executable, "-m", "tracebridge", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "tracebridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -91,3 +98,41 @@ def test_up_leaves_the_stack_running_and_down_stops_all_of_it(tmp_path: Path) ->
         time.sleep(0.1)
     assert eshop_processes() == []
     assert {path.stem for path in state.glob("*.log")} >= {"gateway", "order", "supervisor", "collector"}
+
+
+def test_up_starts_fresh_and_the_cli_reads_the_running_stacks_store(tmp_path: Path) -> None:
+    """`up` in a folder: `trace`/`doctor` there read that stack's store; a second `up` starts
+    with empty databases and an empty store, as the in-memory broker starts with empty topics."""
+    import asyncio
+
+    from tracebridge.demo import runner
+
+    assert tracebridge("up", cwd=tmp_path).returncode == 0
+    try:
+        info = json.loads((tmp_path / ".tracebridge" / "stack.json").read_text())
+        (order_id,) = asyncio.run(runner.place_orders(info["gateway"], 1))
+        asyncio.run(runner.wait_final(info["gateway"], [order_id], timeout=60))
+        deadline = time.monotonic() + 30
+        while (found := tracebridge("diagnose", "--order", order_id, "--json", cwd=tmp_path)).returncode != 0:
+            assert time.monotonic() < deadline, found.stderr
+            time.sleep(0.5)
+        assert "reading the running stack's store" in found.stderr
+        assert json.loads(found.stdout)["trace_id"]
+    finally:
+        assert tracebridge("down", cwd=tmp_path).returncode == 0
+    elsewhere = tracebridge(
+        "diagnose", "--order", order_id, "--source", str(tmp_path / "none.db"), cwd=tmp_path
+    )
+    assert elsewhere.returncode == 1  # no stack running: the default store again, not the stack's
+    assert tracebridge("up", cwd=tmp_path).returncode == 0
+    try:
+        info = json.loads((tmp_path / ".tracebridge" / "stack.json").read_text())
+        query = {"query": "query($id: ID!) { order(id: $id) { id } }", "variables": {"id": order_id}}
+        assert (
+            httpx.post(f"{info['gateway']}/graphql", json=query, timeout=10).json()["data"]["order"] is None
+        )
+        again = tracebridge("diagnose", "--order", order_id, cwd=tmp_path)
+        assert again.returncode == 1 and f"no trace has order.id={order_id}" in again.stderr
+    finally:
+        assert tracebridge("down", cwd=tmp_path).returncode == 0
+    assert "cleared the previous run" in (tmp_path / ".tracebridge" / "supervisor.log").read_text()

@@ -174,6 +174,14 @@ def _source(spec: str | None) -> Source:
     from tracebridge.analysis.sources import InvalidSource, SourceUnavailable, open_source
     from tracebridge.collector.source import StoreSource
 
+    if spec is None:
+        # A stack `tracebridge up` started here keeps its own store: read that one.
+        from tracebridge.demo.commands import running_stack_store
+
+        stack_store = running_stack_store()
+        if stack_store is not None:
+            errors.print(f"[dim]reading the running stack's store {stack_store} (tracebridge up)[/]")
+            spec = str(stack_store)
     try:
         return open_source(spec, default_store=StoreSource)
     except (InvalidSource, SourceUnavailable) as error:

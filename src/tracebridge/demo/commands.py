@@ -223,7 +223,7 @@ def up(
     command = [sys.executable, "-m", "tracebridge.demo.supervisor", "--dir", str(state_dir)]
     command += ["--collector-port", str(collector_port), *_fault_args(faults)]
     log = state_dir / "supervisor.log"
-    with open(log, "ab") as output:
+    with open(log, "wb") as output:  # a fresh run, fresh logs
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -264,6 +264,18 @@ def down(
             os.kill(pid, signal.SIGKILL)  # its children still go: they die with their parent
     state_file.unlink(missing_ok=True)
     console.print("[green]✓[/] stopped")
+
+
+def running_stack_store(state_dir: Path = DEFAULT_STATE_DIR) -> Path | None:
+    """The trace store of a stack `up` started in ``state_dir`` that is still running, if any."""
+    state_file = state_dir / "stack.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not _alive(int(state.get("pid", 0) or 0)) or not state.get("db"):
+        return None
+    return Path(state["db"])
 
 
 def _alive(pid: int) -> bool:

@@ -119,6 +119,27 @@ class Stack:
             k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_", "ESHOP_"))
         }
 
+    def clear_previous_run(self) -> list[Path]:
+        """Delete what an earlier run left in the directory — the services' databases, the
+        trace store, the logs — so a new run starts as fresh as the in-memory broker does (its
+        topics are empty: old orders in the databases would point at records that no longer
+        exist).  Only files this stack writes are touched; returns what was removed."""
+        names = [f"{domain}.db" for domain in {service.domain for service in SERVICES if service.domain}]
+        names.append(self.db.name if self.db.parent == self.directory else "")
+        removed: list[Path] = []
+        for name in filter(None, names):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path = self.directory / f"{name}{suffix}"
+                if path.exists():
+                    path.unlink()
+                    removed.append(path)
+        for name in (*SERVICE_NAMES, "collector"):
+            log = self.log(name)
+            if log.exists():
+                log.unlink()
+                removed.append(log)
+        return removed
+
     # -- addresses ---------------------------------------------------------------------------
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     state_file = args.dir / "stack.json"
     stack = Stack(args.dir, faults, collector_port=args.collector_port or None)
     try:
+        removed = stack.clear_previous_run()  # fresh, like the broker's topics
+        if removed:
+            print(f"cleared the previous run: {', '.join(p.name for p in removed)}", flush=True)
         stack.start()
         state = {
             "pid": os.getpid(),
