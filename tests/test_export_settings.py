@@ -1,0 +1,179 @@
+"""The exporter's documented settings, each seen working over real sockets: OTLP headers and
+gzip reach the receiver; the collector's token from the environment guards it; a disabled SDK
+exports nothing; the queue bound drops and counts; the shutdown timeout bounds exit."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracebridge.broker import free_port
+
+PROGRAM = """
+import tracebridge
+from opentelemetry import trace
+tracebridge.configure()
+tracer = trace.get_tracer("app")
+for number in range(5):
+    with tracer.start_as_current_span(f"work {number}"):
+        pass
+print("done")
+"""
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that keeps what each request looked like."""
+
+    requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        type(self).requests.append((headers, ExportTraceServiceRequest.FromString(body)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def run_program(**env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    environment |= {"OTEL_SERVICE_NAME": "settings", **env}
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def spans_received() -> list[str]:
+    return [
+        span.name
+        for _, request in Receiver.requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+
+
+def test_otlp_headers_and_gzip_reach_the_receiver(receiver) -> None:
+    result = run_program(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver,
+        OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer%20s3cret,x-tenant=shop",
+        OTEL_EXPORTER_OTLP_COMPRESSION="gzip",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(spans_received()) == [f"work {n}" for n in range(5)]
+    for headers, _ in Receiver.requests:
+        assert headers["authorization"] == "Bearer s3cret" and headers["x-tenant"] == "shop"
+        assert headers["content-encoding"] == "gzip"
+        assert headers["content-type"] == "application/x-protobuf"
+
+
+def test_disabled_sdk_exports_nothing(receiver) -> None:
+    result = run_program(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, OTEL_SDK_DISABLED="true")
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr
+    assert Receiver.requests == []
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks(receiver) -> None:
+    program = PROGRAM.replace("range(5)", "range(500)") + (
+        "from tracebridge.sdk import dropped_spans\nprint('dropped', dropped_spans())\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    environment |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
+        "OTEL_BSP_MAX_QUEUE_SIZE": "10",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",  # nothing leaves before the loop is done
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    dropped = int(result.stdout.split("dropped")[1])
+    assert dropped >= 490 - 10 and len(spans_received()) == 500 - dropped
+
+
+def test_shutdown_timeout_bounds_exit_with_a_hanging_collector() -> None:
+    """A collector that accepts connections and never answers: exit still comes within
+    TRACEBRIDGE_SHUTDOWN_TIMEOUT, not after the OTLP timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        started = time.monotonic()
+        result = run_program(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="20000",
+            TRACEBRIDGE_SHUTDOWN_TIMEOUT="1",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr
+    assert elapsed < 8, elapsed  # start-up ~1-2 s + the 1 s bound; the OTLP timeout is 20 s
+
+
+def test_collector_token_from_the_environment_guards_the_collector(tmp_path) -> None:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    environment["TRACEBRIDGE_COLLECTOR_TOKEN"] = "s3cret"
+    command = [
+        sys.executable,
+        "-m",
+        "tracebridge",
+        "collector",
+        "--db",
+        str(tmp_path / "t.db"),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/api/services"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert response.status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer s3cret"}, timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(10)
