@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -42,8 +43,36 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
 
 
+class ExternalKafka:
+    """A Kafka cluster of your own, named by ``TRACEBRIDGE_TEST_KAFKA=host:port``: the Kafka
+    tests then run against it (Apache Kafka, Redpanda, …) exactly as against the embedded
+    broker, so the same behaviour is proven there.  (The eshop stack tests always start their
+    own embedded broker.)"""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        first = bootstrap_servers.split(",")[0].strip()
+        self.port = int(first.rpartition(":")[2])
+
+    def create_topics(self, names: list[str] | tuple[str, ...], partitions: int = 1) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        futures = admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        for name, future in futures.items():
+            try:
+                future.result(30)
+            except Exception as error:
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise RuntimeError(f"could not create topic {name!r}: {error}") from error
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
+def broker() -> Iterator[EmbeddedBroker | ExternalKafka]:
+    external = os.environ.get("TRACEBRIDGE_TEST_KAFKA", "").strip()
+    if external:
+        yield ExternalKafka(external)
+        return
     with EmbeddedBroker() as running:
         yield running
 
