@@ -20,7 +20,19 @@ header_value = (
     | st.sampled_from([b"\xff\xfe\xfd", b"00-" + b"f" * 32 + b"-" + b"0" * 16 + b"-01", b"-1", b"9" * 40])
 )
 record_headers = st.lists(st.tuples(header_key, header_value), max_size=8)
-batch = st.lists(record_headers, min_size=15, max_size=15)
+# Valid contexts with garbage around them (but no second traceparent): they must survive.
+valid_traceparent = st.tuples(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1)).map(
+    lambda ids: f"00-{ids[0]:032x}-{ids[1]:016x}-01".encode()
+)
+garbage = st.lists(st.tuples(header_key, header_value), max_size=4).map(
+    lambda pairs: [(k, v) for k, v in pairs if k.lower() != "traceparent"]
+)
+valid_record = st.tuples(garbage, valid_traceparent, garbage).map(
+    lambda t: [*t[0], ("traceparent", t[1]), *t[2]]
+)
+batch = st.tuples(
+    st.lists(valid_record, min_size=3, max_size=3), st.lists(record_headers, min_size=12, max_size=12)
+).flatmap(lambda parts: st.permutations([*parts[0], *parts[1]]))
 
 
 def has_usable_traceparent(headers: list[tuple[str, bytes | None]]) -> bool:
@@ -63,3 +75,5 @@ async def test_hostile_headers_never_raise_and_lose_no_record(bootstrap, broker,
             assert span.attributes["tracebridge.context.source"] == "none"
             assert span.parent is None and span.links == ()
         assert 1 <= span.attributes["tracebridge.delivery.attempt"] <= 1_000_000
+    survived = [s for s in processes if s.attributes["tracebridge.context.source"] == "headers"]
+    assert len(survived) >= 3  # the valid contexts mixed into the garbage came through

@@ -201,6 +201,21 @@ hostile_body = (
 )
 
 
+# A valid context, to mix into the garbage: it must survive whatever surrounds it.
+valid_ids = st.tuples(
+    st.integers(1, 2**128 - 1).map(lambda n: f"{n:032x}"),
+    st.integers(1, 2**64 - 1).map(lambda n: f"{n:016x}"),
+)
+valid_traceparent = valid_ids.map(lambda ids: f"00-{ids[0]}-{ids[1]}-01")
+noise = st.lists(
+    st.tuples(
+        st.sampled_from(["tracestate", "baggage", "b3", "x", "TRACESTATE"]) | st.text(max_size=20),
+        header_value,
+    ),
+    max_size=8,
+).map(lambda pairs: [(k, v) for k, v in pairs if k.lower() != "traceparent"])
+
+
 @settings(max_examples=400, deadline=None)
 @given(headers=hostile_headers, body=hostile_body)
 def test_extraction_never_raises_and_never_invents_a_parent(headers, body) -> None:
@@ -208,6 +223,16 @@ def test_extraction_never_raises_and_never_invents_a_parent(headers, body) -> No
     span_context = trace.get_current_span(context).get_span_context()
     assert source in ("headers", "envelope", "none")
     assert span_context.is_valid == (source != "none")
+
+
+@settings(max_examples=300, deadline=None)
+@given(traceparent=valid_traceparent, before=noise, after=noise, body=hostile_body, as_bytes=st.booleans())
+def test_a_valid_context_survives_any_garbage_around_it(traceparent, before, after, body, as_bytes) -> None:
+    value = traceparent.encode() if as_bytes else traceparent
+    context, source = extract_record_context([*before, ("traceparent", value), *after], body)
+    span_context = trace.get_current_span(context).get_span_context()
+    assert source == "headers"
+    assert f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-01" == traceparent
 
 
 @settings(max_examples=300, deadline=None)

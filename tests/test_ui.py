@@ -237,6 +237,7 @@ def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Da
     page.goto(f"{data.url}/trace/{trace_id}")
     page.wait_for_selector(".row")
     assert page.locator("#verdict").inner_text() == expected.headline
+    assert "logistics-worker" in expected.headline  # the service the setup slowed by 300 ms
     rows = page.locator(".row")
     assert rows.count() == expected.span_count  # small enough to be rendered whole
     critical = set(page.locator(".row.critical").evaluate_all("rows => rows.map(r => r.dataset.spanId)"))
