@@ -202,22 +202,56 @@ def test_unknown_and_invalid_trace_ids(collector) -> None:
     assert httpx.get(f"{collector.url}/api/traces/not-a-trace").status_code == 400
 
 
+def _trace(trace_id: bytes, starts: list[int], order: str) -> bytes:
+    """One trace of ``len(starts)`` spans (the first the root), every span carrying order.id."""
+    request = _request(trace_id=trace_id, span_id=b"\x10" * 8, start=starts[0], end=starts[0] + 1)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for number, start in enumerate(starts[1:], start=1):
+        span = spans.add()
+        span.trace_id, span.span_id, span.name = trace_id, bytes([0x10 + number]) * 8, f"hop {number}"
+        span.parent_span_id = b"\x10" * 8
+        span.start_time_unix_nano, span.end_time_unix_nano = start, start + 1
+    for span in spans:
+        attribute = span.attributes.add()
+        attribute.key, attribute.value.string_value = "order.id", order
+    return request.SerializeToString()
+
+
 def test_retention_deletes_whole_old_traces(collector) -> None:
     import time
 
     now = time.time_ns()
-    old = _request(
-        trace_id=b"\x01" * 16,
-        span_id=b"\x02" * 8,
-        start=now - 10 * 86400 * 10**9,
-        end=now - 10 * 86400 * 10**9 + 1,
+    day = 86400 * 10**9
+    # An old order whose last async hop arrived recently: the whole trace goes, not just its
+    # old spans (a half trace would read as a broken chain).
+    assert (
+        _post(
+            collector, _trace(b"\x01" * 16, [now - 10 * day, now - 9 * day, now - 1000], "o-old")
+        ).status_code
+        == 200
     )
-    new = _request(trace_id=b"\x03" * 16, span_id=b"\x04" * 8, start=now, end=now + 1)
-    for request in (old, new):
-        assert _post(collector, request.SerializeToString()).status_code == 200
-    assert collector.store.apply_retention(max_age_s=86400, max_bytes=None) == 1
+    assert _post(collector, _trace(b"\x03" * 16, [now, now + 5], "o-new")).status_code == 200
+    assert collector.store.apply_retention(max_age_s=86400, max_bytes=None) == 3
     assert httpx.get(f"{collector.url}/api/traces/{'01' * 16}").status_code == 404
-    assert httpx.get(f"{collector.url}/api/traces/{'03' * 16}").status_code == 200
+    assert collector.store.trace_ids_with("order.id", "o-old") == []  # its index rows too
+    kept = httpx.get(f"{collector.url}/api/traces/{'03' * 16}").json()["spans"]
+    assert len(kept) == 2
+
+
+def test_size_retention_deletes_the_oldest_traces_until_the_store_fits(collector) -> None:
+    import time
+
+    now = time.time_ns()
+    for number in range(1, 201):
+        starts = [now - (300 - number) * 10**9 + hop for hop in range(5)]
+        body = _trace(number.to_bytes(2, "big") * 8, starts, f"o-{number}")
+        assert _post(collector, body).status_code == 200
+    before = collector.store.size_bytes()
+    deleted = collector.store.apply_retention(max_age_s=None, max_bytes=before // 2)
+    assert deleted > 0 and deleted % 5 == 0  # whole traces only
+    assert collector.store.size_bytes() <= before // 2
+    remaining = [n for n in range(1, 201) if collector.store.trace_ids_with("order.id", f"o-{n}")]
+    assert remaining and remaining == list(range(remaining[0], 201))  # the oldest went first
 
 
 @pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
