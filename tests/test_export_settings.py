@@ -177,3 +177,52 @@ def test_collector_token_from_the_environment_guards_the_collector(tmp_path) -> 
     finally:
         process.terminate()
         process.wait(10)
+
+
+LOGGING_PROGRAM = """
+import logging
+import tracebridge
+from opentelemetry import trace
+tracebridge.configure()
+tracebridge.instrument(only=("logging",))
+log = logging.getLogger("shop")
+with trace.get_tracer("app").start_as_current_span("handler"):
+    log.warning("stock is low")
+    try:
+        raise ValueError("card declined")
+    except ValueError as error:
+        log.error("charge failed", exc_info=error)
+"""
+
+
+@pytest.mark.parametrize(
+    ("level", "events", "status"),
+    [
+        ("warning", ["log", "exception"], 2),
+        ("error", ["exception"], 2),
+        ("off", [], 0),
+    ],
+)
+def test_log_events_level_decides_what_a_span_records(receiver, level, events, status) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    environment |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "TRACEBRIDGE_LOG_EVENTS": level}
+    result = subprocess.run(
+        [sys.executable, "-c", LOGGING_PROGRAM], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    (span,) = [
+        span
+        for _, request in Receiver.requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert [event.name for event in span.events] == events
+    assert span.status.code == status  # 2: ERROR, set by the logged error
+    if "exception" in events:
+        exception = next(e for e in span.events if e.name == "exception")
+        attributes = {a.key: a.value.string_value for a in exception.attributes}
+        assert (
+            attributes["exception.type"] == "ValueError"
+            and attributes["exception.message"] == "card declined"
+        )
