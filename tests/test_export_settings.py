@@ -226,3 +226,61 @@ def test_log_events_level_decides_what_a_span_records(receiver, level, events, s
             attributes["exception.type"] == "ValueError"
             and attributes["exception.message"] == "card declined"
         )
+
+
+class FailsFirst(Receiver):
+    """Answers the first request 503, then like Receiver."""
+
+    answered = 0
+
+    def do_POST(self) -> None:
+        type(self).answered += 1
+        if type(self).answered == 1:
+            self.rfile.read(int(self.headers["content-length"]))
+            Receiver.requests.append(({}, ExportTraceServiceRequest()))
+            self.send_response(503)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        super().do_POST()
+
+
+RETRY_PROGRAM = """
+import time
+import tracebridge
+from opentelemetry import trace
+from tracebridge.sdk import dropped_spans
+provider = tracebridge.configure()
+tracer = trace.get_tracer("app")
+for batch in ("first", "second", "third"):
+    if batch == "third":
+        time.sleep(1.5)  # past TRACEBRIDGE_EXPORTER_RETRY_AFTER=1
+    with tracer.start_as_current_span(batch):
+        pass
+    provider.force_flush()
+print("dropped", dropped_spans())
+"""
+
+
+def test_after_a_failed_export_batches_are_dropped_until_retry_after_passes() -> None:
+    FailsFirst.answered = 0
+    Receiver.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailsFirst)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+        environment |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "TRACEBRIDGE_EXPORTER_RETRY_AFTER": "1",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", RETRY_PROGRAM], env=environment, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    # the first batch was refused, the second dropped without touching the network, the third sent
+    assert FailsFirst.answered == 2
+    assert spans_received() == ["third"]
+    assert result.stdout.split() == ["dropped", "2"]
+    assert result.stderr.count("cannot export spans") == 1 and "works again" in result.stderr
