@@ -201,3 +201,87 @@ async def test_aiohttp_server_applies_the_drop_policy(monkeypatch, spans) -> Non
         http_policy.uninstall_inbound_policy()
     (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert server.parent is None and server.context.trace_id != int("e" * 32, 16)
+
+
+class Uvicorn:
+    """An ASGI app served by a real uvicorn on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        from tracebridge.broker import free_port
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        import time
+
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+async def plain_asgi_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+@pytest.fixture
+def uvicorn_traced(monkeypatch, spans) -> Iterator[None]:
+    from tracebridge.instrument.asgi_servers import UvicornInstrumentor
+
+    yield
+    UvicornInstrumentor().uninstrument()
+    http_policy.uninstall_inbound_policy()
+
+
+@pytest.mark.parametrize("policy", ["trust", "drop"])
+def test_a_plain_asgi_app_gets_server_spans_and_the_policy(
+    monkeypatch, uvicorn_traced, spans, policy
+) -> None:
+    monkeypatch.setenv("TRACEBRIDGE_INBOUND_CONTEXT", policy)
+    assert "uvicorn" in instrument(only=("uvicorn",))
+    with Uvicorn(plain_asgi_app) as url:
+        assert requests.get(f"{url}/hello", headers={"traceparent": CALLER}, timeout=5).text == "hi"
+    (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+    assert server.attributes.get("http.target", server.attributes.get("url.path")) == "/hello"
+    assert [s.name for s in spans.get_finished_spans()] == [server.name]  # no per-message spans
+    if policy == "trust":
+        assert server.parent.span_id == int("f" * 16, 16)
+    else:
+        assert server.parent is None
+
+
+def test_an_instrumented_fastapi_app_is_not_traced_twice(uvicorn_traced, spans) -> None:
+    import fastapi
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    assert {"uvicorn", "fastapi"} <= set(instrument(only=("uvicorn", "fastapi")))
+    try:
+        app = fastapi.FastAPI()  # made after instrument(), as under tracebridge run
+
+        @app.get("/stock/{sku}")
+        async def stock(sku: str) -> dict[str, str]:
+            return {"sku": sku}
+
+        with Uvicorn(app) as url:
+            assert requests.get(f"{url}/stock/MUG-7", timeout=5).json() == {"sku": "MUG-7"}
+    finally:
+        FastAPIInstrumentor().uninstrument()
+    servers = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+    assert [s.name for s in servers] == ["GET /stock/{sku}"]

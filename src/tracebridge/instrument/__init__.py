@@ -32,6 +32,8 @@ OURS: dict[str, tuple[str, str]] = {
     ),
     "kafka_python": ("kafka", "tracebridge.messaging.kafka.kafka_python:KafkaPythonInstrumentor"),
     "strawberry": ("strawberry", "tracebridge.instrument.strawberry:StrawberryInstrumentor"),
+    # Any ASGI app uvicorn serves, not only the frameworks upstream instruments class by class.
+    "uvicorn": ("uvicorn", "tracebridge.instrument.asgi_servers:UvicornInstrumentor"),
     # After the Kafka clients: FastStream's confluent client imports their (replaced) classes.
     "faststream": ("faststream", "tracebridge.messaging.kafka.faststream:FastStreamInstrumentor"),
 }
@@ -52,6 +54,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     # request and answer no question we ask.
     "fastapi": {"exclude_spans": ["receive", "send"]},
     "starlette": {"exclude_spans": ["receive", "send"]},
+    "uvicorn": {"exclude_spans": ["receive", "send"]},
     # Trace and span ids on every log record (``%(otelTraceID)s``), without touching the
     # application's own log format — and without the upstream default of putting an OTel
     # logs-bridge handler on the root logger, which would also silence Python's last-resort
