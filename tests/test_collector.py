@@ -187,6 +187,47 @@ def test_overloaded_writer_answers_429_with_retry_after(tmp_path) -> None:
         assert busy.store.span_count() == 0
 
 
+def test_requests_beyond_the_pending_limit_get_429_and_those_within_it_are_stored(tmp_path) -> None:
+    """The writer is held (another connection owns SQLite's write lock): the request it took
+    waits, two more queue — the limit — and the next is turned away; once the lock goes,
+    every accepted request is stored."""
+    import sqlite3
+    import threading
+    import time
+
+    with RunningCollector(
+        tmp_path / "t.db", CollectorConfig(max_pending_requests=2, retry_after_s=1)
+    ) as busy:
+        blocker = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        answers: dict[int, int] = {}
+
+        def post(number: int) -> None:
+            body = _request(trace_id=bytes([number]) * 16, span_id=b"\x02" * 8).SerializeToString()
+            answers[number] = httpx.post(
+                f"{busy.url}/v1/traces",
+                content=body,
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=30,
+            ).status_code
+
+        threads = [threading.Thread(target=post, args=(1,))]
+        threads[0].start()
+        time.sleep(0.5)  # the writer has taken request 1 and waits for the lock
+        for number in (2, 3):
+            threads.append(threading.Thread(target=post, args=(number,)))
+            threads[-1].start()
+        time.sleep(0.5)  # requests 2 and 3 wait in the queue: the limit
+        post(4)
+        assert answers == {4: 429}
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        for thread in threads:
+            thread.join(30)
+        assert answers == {1: 200, 2: 200, 3: 200, 4: 429}
+        assert busy.store.span_count() == 3
+
+
 def test_bearer_token_guards_ingestion_and_api(tmp_path) -> None:
     with RunningCollector(tmp_path / "t.db", CollectorConfig(token="s3cret")) as guarded:
         body = _request(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).SerializeToString()
