@@ -328,40 +328,15 @@ def test_readers_use_the_indexed_keys_the_collector_chose(tmp_path) -> None:
 
 
 def test_a_collector_started_without_index_attributes_keeps_the_stored_choice(tmp_path) -> None:
-    import subprocess
-    import sys
-    import time
+    import os
 
-    from tracebridge.broker import free_port
+    from tracebridge.collector.process import CollectorProcess
     from tracebridge.collector.store import DEFAULT_INDEXED_ATTRIBUTES, SpanStore
 
     db = tmp_path / "t.db"
     for flags in (["--index-attribute", "tenant.id"], []):
-        port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "tracebridge",
-            "collector",
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-            *flags,
-        ]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-                    time.sleep(0.1)
-        finally:
-            process.terminate()
-            process.wait(10)
+        with CollectorProcess(db, tmp_path / "collector.log", os.environ, args=flags):
+            pass
         assert SpanStore(db).indexed_attributes == {"tenant.id"}
     assert SpanStore(tmp_path / "new.db").indexed_attributes == set(DEFAULT_INDEXED_ATTRIBUTES)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -16,7 +16,15 @@ from tracebridge.broker import free_port
 class CollectorProcess:
     """``tracebridge collector`` on 127.0.0.1 with its own store; stops with us."""
 
-    def __init__(self, db: Path, log_path: Path, env: Mapping[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        log_path: Path,
+        env: Mapping[str, str],
+        port: int | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.args = list(args)  # more `tracebridge collector` flags
         self.db = db
         self.log_path = log_path
         self.env = dict(env)
@@ -37,6 +45,7 @@ class CollectorProcess:
             str(self.port),
             "--db",
             str(self.db),
+            *self.args,
         ]
         import httpx  # the collector extra
 
