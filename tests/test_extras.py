@@ -31,6 +31,14 @@ def fresh_install(root: Path, wheel: Path, extra: str) -> Path:
     venv.EnvBuilder(with_pip=True).create(root)
     python = root / "bin" / "python"
     requirement = f"tracebridge[{extra}] @ {wheel.as_uri()}" if extra else f"tracebridge @ {wheel.as_uri()}"
+    # As the Makefile does: the pip ensurepip bundles (23.x) can't resolve OpenTelemetry's
+    # pinned pre-releases, a current one can.
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip"],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
     result = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement],
         capture_output=True,
@@ -41,7 +49,25 @@ def fresh_install(root: Path, wheel: Path, extra: str) -> Path:
     return root / "bin"
 
 
-@pytest.mark.parametrize("extra", ["", "kafka", "confluent", "kafka-python", "collector"])
+EXTRAS = [
+    "",
+    "kafka",
+    "confluent",
+    "kafka-python",
+    "http",
+    "graphql",
+    "flask",
+    "django",
+    "requests",
+    "aiohttp",
+    "collector",
+    "embedded",
+    "postgres",
+    "eshop",
+]
+
+
+@pytest.mark.parametrize("extra", EXTRAS)
 def test_each_extra_alone_gives_a_working_run_and_clear_messages(
     tmp_path: Path, wheel: Path, extra: str
 ) -> None:
