@@ -285,3 +285,43 @@ def test_an_instrumented_fastapi_app_is_not_traced_twice(uvicorn_traced, spans) 
         FastAPIInstrumentor().uninstrument()
     servers = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert [s.name for s in servers] == ["GET /stock/{sku}"]
+
+
+async def test_aiohttp_server_sends_learned_business_keys_back(business_keys_on, spans) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    from aiohttp import web
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    assert "aiohttp-server" in instrument(only=("aiohttp-server",))
+    try:
+
+        async def create(request: web.Request) -> web.Response:
+            context.attach(baggage.set_baggage("order.id", "o-99"))
+            with tracer.start_as_current_span("store order"):
+                pass
+            return web.json_response({"id": "o-99"})
+
+        app = web.Application()
+        app.router.add_post("/orders", create)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{port}/orders",
+                    headers={"traceparent": "00-" + "9" * 32 + "-" + "8" * 16 + "-01"},
+                ) as response,
+            ):
+                assert response.status == 200
+                assert response.headers["baggage"] == "order.id=o-99"
+        finally:
+            await runner.cleanup()
+    finally:
+        AioHttpServerInstrumentor().uninstrument()
+        http_policy.uninstall_response_hooks()
+    (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+    assert server.attributes["order.id"] == "o-99"

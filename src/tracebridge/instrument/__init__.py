@@ -165,6 +165,7 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     state = configured()
     settings = state.settings if state is not None else Settings.from_env()
     replace_upstream_kafka()
+    http_policy.install_response_hooks()
     done: list[str] = []
     for name, (library, target) in OURS.items():
         if (only is not None and name not in only) or _is_disabled(name, settings):
@@ -210,6 +211,7 @@ def _start(name: str, make: Any, kwargs: dict[str, Any], **extra: Any) -> bool:
 def uninstrument() -> None:
     """Undo :func:`instrument` for every library it instrumented."""
     http_policy.uninstall_inbound_policy()
+    http_policy.uninstall_response_hooks()
     log_events.set_level(None)
     instrumentors: list[tuple[str, Any]] = []
     for name, (library, target) in OURS.items():

@@ -101,3 +101,55 @@ async def async_response_hook(span: Any, request: Any, response: Any) -> None:
 def aiohttp_response_hook(span: Any, params: Any) -> None:
     """aiohttp client: as :func:`response_hook` (it hands over the request's end parameters)."""
     adopt_from_response(span, getattr(getattr(params, "response", None), "headers", None))
+
+
+_response_hooks: list[tuple[str, str]] = []
+
+
+def _aiohttp_middleware_with_business_keys(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The aiohttp server instrumentation has no response-propagator hook (ASGI, Flask and
+    Django have one): give its middleware one, so business keys learned while handling a
+    request go back in a ``baggage`` response header there too."""
+    from aiohttp import web
+    from opentelemetry.instrumentation.propagators import get_global_response_propagator
+
+    traced = wrapped(*args, **kwargs)
+
+    @web.middleware
+    async def middleware(request: Any, handler: Any) -> Any:
+        async def handle(request: Any) -> Any:
+            response = await handler(request)
+            propagator = get_global_response_propagator()  # type: ignore[no-untyped-call]
+            if propagator is not None:
+                propagator.inject(response.headers)  # while the server span is current
+            return response
+
+        return await traced(request, handle)
+
+    return middleware
+
+
+def install_response_hooks() -> None:
+    """Before the upstream instrumentations load: hooks they don't offer (idempotent)."""
+    if _response_hooks:
+        return
+    try:
+        importlib.import_module("opentelemetry.instrumentation.aiohttp_server")
+    except ImportError:
+        return
+    wrap_function_wrapper(
+        "opentelemetry.instrumentation.aiohttp_server",
+        "create_aiohttp_middleware",
+        _aiohttp_middleware_with_business_keys,
+    )
+    _response_hooks.append(("opentelemetry.instrumentation.aiohttp_server", "create_aiohttp_middleware"))
+
+
+def uninstall_response_hooks() -> None:
+    from opentelemetry.instrumentation.utils import unwrap
+
+    while _response_hooks:
+        module, name = _response_hooks.pop()
+        unwrap(importlib.import_module(module), name)
