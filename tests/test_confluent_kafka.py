@@ -35,12 +35,13 @@ def producer(bootstrap: str, **config: object):
     return confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, **config})
 
 
-def consumer_from_start(bootstrap: str, topic: str, group: str = "billing", **config: object):
-    """A consumer of partition 0 from its first record, by assign() (no group join wait)."""
+def consumer_from_start(bootstrap: str, topic: str, group: str | None = None, **config: object):
+    """A consumer of partition 0 from its first record, by assign() (no group join wait), in a
+    group of its own: committing into a group another test's consumer joined is refused."""
     consumer = confluent_kafka.Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": group,
+            "group.id": group or unique("confluent"),
             "enable.auto.commit": False,
             **CONSUMER_TIMINGS,
             **config,
@@ -135,7 +136,8 @@ def test_process_span_is_current_for_the_handler_until_the_next_poll(instrumente
         running = producer(bootstrap)
         running.produce(topic, b"x", b"o-1")
         running.flush(10)
-    consumer = consumer_from_start(bootstrap, topic)
+    group = unique("billing")
+    consumer = consumer_from_start(bootstrap, topic, group)
     try:
         poll_one(consumer)
         with tracer.start_as_current_span("handler work"):
@@ -154,7 +156,7 @@ def test_process_span_is_current_for_the_handler_until_the_next_poll(instrumente
     assert one(spans, "handler work").parent.span_id == process.context.span_id
     assert one(spans, f"send {follow_up}").parent.span_id == process.context.span_id
     attributes = dict(process.attributes)
-    assert attributes["messaging.consumer.group.name"] == "billing"
+    assert attributes["messaging.consumer.group.name"] == group
     assert attributes["messaging.kafka.offset"] == 0
     assert attributes["messaging.kafka.message.key"] == "o-1"
     assert attributes["tracebridge.context.source"] == "headers"

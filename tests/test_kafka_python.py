@@ -33,9 +33,13 @@ def producer(bootstrap: str, **config: object):
     return kafka.KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **config)
 
 
-def consumer_from_start(bootstrap: str, topic: str, group: str = "logistics"):
+def consumer_from_start(bootstrap: str, topic: str, group: str | None = None):
+    """Partition 0 from its first record, by assign(), in a group of its own."""
     consumer = kafka.KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, consumer_timeout_ms=10_000
+        bootstrap_servers=bootstrap,
+        group_id=group or unique("logistics"),
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
     )
     partition = kafka.TopicPartition(topic, 0)
     consumer.assign([partition])
@@ -99,7 +103,8 @@ def test_iteration_keeps_the_process_span_current_for_the_handler(instrumented, 
     running = producer(bootstrap)
     with tracer.start_as_current_span("request"):
         running.send(topic, b"x", key=b"o-1").get(10)
-    consumer = consumer_from_start(bootstrap, topic)
+    group = unique("logistics")
+    consumer = consumer_from_start(bootstrap, topic, group)
     try:
         for _record in consumer:
             with tracer.start_as_current_span("handler work"):
@@ -119,7 +124,7 @@ def test_iteration_keeps_the_process_span_current_for_the_handler(instrumented, 
     assert [link.context.span_id for link in process.links] == [send.context.span_id]
     assert one(spans, "handler work").parent.span_id == process.context.span_id
     assert one(spans, f"send {follow_up}").parent.span_id == process.context.span_id
-    assert process.attributes["messaging.consumer.group.name"] == "logistics"
+    assert process.attributes["messaging.consumer.group.name"] == group
     assert process.attributes["tracebridge.context.source"] == "headers"
     assert by_name(spans, f"receive {topic}") == []  # iteration's internal poll is not a batch
     assert trace.get_current_span() is trace.INVALID_SPAN

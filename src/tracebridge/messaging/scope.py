@@ -11,6 +11,7 @@ marks the span as failed.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
@@ -70,3 +71,10 @@ def finish(owner: object, error: BaseException | None = None) -> None:
     # or the handler may have attached its own context on top, and both are left alone.
     if context_api.get_current() is active.context:
         context_api.attach(active.previous)
+
+
+async def finishing_first(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A wrapt wrapper for an asyncio consumer method that means "the handler is done" (commit,
+    seek, stop, close, …): end the active span, then call the method."""
+    finish(instance)
+    return await wrapped(*args, **kwargs)

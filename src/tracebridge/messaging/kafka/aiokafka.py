@@ -55,8 +55,8 @@ class AIOKafkaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrap_function_wrapper(aiokafka.AIOKafkaProducer, "send", partial(_traced_send, spans))
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getone", partial(_traced_getone, spans))
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "getmany", partial(_traced_getmany, spans))
-        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "commit", _ends_active_span)
-        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "stop", _ends_active_span)
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "commit", scope.finishing_first)
+        wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "stop", scope.finishing_first)
         # Seeking (back, to retry; or away) also means "done with this record": a retry's
         # backoff then falls between the attempts' spans, not inside the failed one.
         wrap_function_wrapper(aiokafka.AIOKafkaConsumer, "seek", _seek_ends_active_span)
@@ -167,10 +167,3 @@ async def _traced_getmany(
 def _seek_ends_active_span(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     scope.finish(instance)
     return wrapped(*args, **kwargs)
-
-
-async def _ends_active_span(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    scope.finish(instance)
-    return await wrapped(*args, **kwargs)

@@ -111,13 +111,6 @@ def _call(message: Any, name: str) -> Any:
     return method() if callable(method) else None
 
 
-async def _ends_active_span(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    scope.finish(instance)
-    return await wrapped(*args, **kwargs)
-
-
 def wrap_async_consumer(
     cls: type,
     inner: str,
@@ -150,7 +143,7 @@ def wrap_async_consumer(
     _wrap(cls, poll, polled, registry)
     _wrap(cls, batch, batched, registry)
     for name in ending:
-        _wrap(cls, name, _ends_active_span, registry)
+        _wrap(cls, name, scope.finishing_first, registry)
 
 
 def _wrap(cls: type, name: str, wrapper: Any, registry: list[tuple[type, str]]) -> None:
