@@ -47,7 +47,7 @@ _INSTRUMENTS = ("confluent-kafka >= 2.0, < 3",)
 _REPLACED = ("Producer", "Consumer", "SerializingProducer", "DeserializingConsumer")
 _ORIGINALS: dict[str, type] = {}
 _spans: MessagingSpans | None = None
-_producers_with_pending: weakref.WeakSet[TracedProducer] = weakref.WeakSet()
+_live_producers: weakref.WeakSet[TracedProducer] = weakref.WeakSet()  # ended at exit
 _exit_hook_registered = False
 
 DeliveryCallback = Callable[[Any, Any], Any]
@@ -104,6 +104,7 @@ class TracedProducer(confluent_kafka.Producer):
         super().__init__(*args, **kwargs)
         self._tb_info = client_info(config.get("bootstrap.servers"), config.get("client.id"), None)
         self._tb_pending: set[Span] = set()
+        _live_producers.add(self)  # once, not per record: exit ends what is still pending
         self._tb_passthrough = False  # set by the asyncio wrapper, which traces for itself
 
     def _tb_application_callback(self, per_call: DeliveryCallback | None) -> DeliveryCallback | None:
@@ -143,7 +144,6 @@ class TracedProducer(confluent_kafka.Producer):
         if span.is_recording():
             report = partial(_delivered, self, span, application)
             self._tb_pending.add(span)
-            _producers_with_pending.add(self)
         try:
             super().produce(
                 topic,
@@ -211,7 +211,7 @@ def _delivered(
 
 
 def _end_all_pending() -> None:
-    for producer in list(_producers_with_pending):
+    for producer in list(_live_producers):
         producer._tb_end_pending("the program exited before the record's delivery report")
 
 
