@@ -7,15 +7,30 @@ real: a slow worker, a failing REST service, a broken context chain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from eshop.config import Faults
 
 
 class InjectedFault(RuntimeError):
     """Raised (or answered with 503) where ``ESHOP_FAULT_ERROR_RATE`` says so."""
+
+
+@contextlib.contextmanager
+def producing(faults: Faults) -> Iterator[None]:
+    """Around a send: with ``ESHOP_FAULT_DROP_CONTEXT`` the record goes out without trace
+    context, like one from a client library nobody instrumented — OpenTelemetry's standard
+    ``suppress_instrumentation()`` switch, which every Kafka instrumentation honours."""
+    if faults.drop_context:
+        with suppress_instrumentation():
+            yield
+    else:
+        yield
 
 
 def _fail_at_rate(faults: Faults) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from eshop import faults
 from eshop.config import Config
@@ -131,9 +130,7 @@ class Publisher:
         await self._send(dead_letter_topic(record.topic), record.value, record.key, headers)
 
     async def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
-        # The fault: a producer that writes no trace context, like a client library nobody
-        # instrumented.  OpenTelemetry's standard "suppress instrumentation" switch does it.
-        with suppress_instrumentation() if self.config.faults.drop_context else contextlib.nullcontext():
+        with faults.producing(self.config.faults):
             await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
@@ -163,8 +160,7 @@ class AIOProducerPublisher:
     async def publish(self, topic: str, event: Event) -> None:
         if self._producer is None:
             raise RuntimeError("AIOProducerPublisher.start() was not awaited")
-        # The fault: a producer nobody instrumented (OpenTelemetry's standard off switch).
-        with suppress_instrumentation() if self.config.faults.drop_context else contextlib.nullcontext():
+        with faults.producing(self.config.faults):
             delivered = await self._producer.produce(topic, event.encode(), event.order_id.encode())
         # Delivery reports are served by the producer's poll, which otherwise runs only on the
         # next batch or its 1 s timer: flush to have this event acknowledged now.

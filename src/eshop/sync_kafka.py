@@ -9,15 +9,12 @@ here carries trace context: tracebridge instruments both clients.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from eshop import faults
 from eshop.config import Config
@@ -246,6 +243,5 @@ class SyncWorker:
         self._send(dead_letter_topic(record.topic), record.value, record.key, headers)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
-        # The fault: a producer nobody instrumented (OpenTelemetry's standard off switch).
-        with suppress_instrumentation() if self.config.faults.drop_context else contextlib.nullcontext():
+        with faults.producing(self.config.faults):
             self.client.send(topic, value, key, headers)
