@@ -4,8 +4,9 @@ carried back in the ``baggage`` response header."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -183,24 +184,32 @@ async def test_aiohttp_server_applies_the_drop_policy(monkeypatch, spans) -> Non
 
         app = web.Application()
         app.router.add_get("/hello", hello)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"http://127.0.0.1:{port}/hello", headers={"traceparent": CALLER}) as r,
-            ):
-                assert r.status == 200
-        finally:
-            await runner.cleanup()
+        async with (
+            served_aiohttp(app) as url,
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/hello", headers={"traceparent": CALLER}) as r,
+        ):
+            assert r.status == 200
     finally:
         AioHttpServerInstrumentor().uninstrument()
         http_policy.uninstall_inbound_policy()
     (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert server.parent is None and server.context.trace_id != int("e" * 32, 16)
+
+
+@contextlib.asynccontextmanager
+async def served_aiohttp(app: object) -> AsyncIterator[str]:
+    """An aiohttp application on a real socket on 127.0.0.1; yields its base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 class Uvicorn:
@@ -303,23 +312,16 @@ async def test_aiohttp_server_sends_learned_business_keys_back(business_keys_on,
 
         app = web.Application()
         app.router.add_post("/orders", create)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(
-                    f"http://127.0.0.1:{port}/orders",
-                    headers={"traceparent": "00-" + "9" * 32 + "-" + "8" * 16 + "-01"},
-                ) as response,
-            ):
-                assert response.status == 200
-                assert response.headers["baggage"] == "order.id=o-99"
-        finally:
-            await runner.cleanup()
+        async with (
+            served_aiohttp(app) as url,
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/orders",
+                headers={"traceparent": "00-" + "9" * 32 + "-" + "8" * 16 + "-01"},
+            ) as response,
+        ):
+            assert response.status == 200
+            assert response.headers["baggage"] == "order.id=o-99"
     finally:
         AioHttpServerInstrumentor().uninstrument()
         http_policy.uninstall_response_hooks()
