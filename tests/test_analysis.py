@@ -229,11 +229,47 @@ def test_doctor_finds_each_kind_of_broken_chain() -> None:
     )
     found = {(c.symptom, c.topic, c.producer, c.consumer): (c.count, c.example_trace_id) for c in chains}
     assert found == {
-        (NO_CONTEXT, "shipments", "?", "notification-worker"): (2, "05" * 16),
+        (NO_CONTEXT, "shipments", "?", "notification-worker"): (2, "05" * 16),  # reason: missing
         (NEVER_PROCESSED, "orders", "order", "?"): (1, "02" * 16),
         (CONSUMER_ROOT, "shipments", "?", "legacy-worker"): (1, "06" * 16),
     }
     assert chains[0].symptom == NO_CONTEXT  # most frequent first
+
+
+def test_doctor_groups_records_without_context_by_why() -> None:
+    def orphan(number: int, problem: str | None, service: str = "notification-worker"):
+        extra = {} if problem is None else {"tracebridge__context__problem": problem}
+        return span(
+            "process shipments",
+            service,
+            "CONSUMER",
+            number,
+            number + 1,
+            trace_id=f"{number:032x}",
+            tracebridge__context__source="none",
+            messaging__destination__name="shipments",
+            **extra,
+        )
+
+    spans = [
+        orphan(1, "duplicated-traceparent"),
+        orphan(2, "duplicated-traceparent"),
+        orphan(3, "duplicated-traceparent"),
+        orphan(4, "invalid-traceparent"),
+        orphan(5, "envelope-unparsable"),
+        orphan(6, None),  # written before the problem attribute existed
+        orphan(7, "duplicated-traceparent", service="order-status-worker"),
+    ]
+    chains = doctor(spans, now_ns=10_000 * MS)
+    assert [(c.reason, c.consumer, c.count) for c in chains] == [
+        ("duplicated-traceparent", "notification-worker", 3),
+        ("duplicated-traceparent", "order-status-worker", 1),
+        ("envelope-unparsable", "notification-worker", 1),
+        ("invalid-traceparent", "notification-worker", 1),
+        ("missing", "notification-worker", 1),
+    ]
+    assert all(c.symptom == NO_CONTEXT and c.topic == "shipments" for c in chains)
+    assert chains[0].example_trace_id == f"{3:032x}"
 
 
 def test_link_only_consumer_in_its_own_trace_is_not_broken() -> None:

@@ -47,6 +47,12 @@ def has_usable_traceparent(headers: list[tuple[str, bytes | None]]) -> bool:
     return bool(match) and match.group(1) != "0" * 32 and match.group(2) != "0" * 16
 
 
+def expected_problem(headers: list[tuple[str, bytes | None]]) -> str:
+    """Independent oracle for why a record without a usable traceparent has none."""
+    count = sum(1 for k, _v in headers if k.lower() == "traceparent")
+    return {0: "missing", 1: "invalid-traceparent"}.get(count, "duplicated-traceparent")
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(headers_per_record=batch)
 async def test_hostile_headers_never_raise_and_lose_no_record(bootstrap, broker, spans, headers_per_record):
@@ -74,6 +80,7 @@ async def test_hostile_headers_never_raise_and_lose_no_record(bootstrap, broker,
         else:
             assert span.attributes["tracebridge.context.source"] == "none"
             assert span.parent is None and span.links == ()
+            assert span.attributes["tracebridge.context.problem"] == expected_problem(headers)
         assert 1 <= span.attributes["tracebridge.delivery.attempt"] <= 1_000_000
     survived = [s for s in processes if s.attributes["tracebridge.context.source"] == "headers"]
     assert len(survived) >= 3  # the valid contexts mixed into the garbage came through

@@ -11,14 +11,14 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracebridge.messaging.record_context import extract_record_context
+from tracebridge.messaging.record_context import extract_record_context, extract_record_parent
 from tracebridge.propagation.carriers import (
     KAFKA_HEADERS_GETTER,
     KAFKA_HEADERS_SETTER,
     read_envelope,
     write_envelope,
 )
-from tracebridge.propagation.w3c import StrictTraceContextPropagator, parse_tracestate
+from tracebridge.propagation.w3c import StrictTraceContextPropagator
 from tracebridge.sdk import build_propagator
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -84,25 +84,92 @@ def test_random_flag_is_kept_on_extract_and_inject() -> None:
     assert carrier["traceparent"] == f"00-{TRACE_ID}-{SPAN_ID}-03"
 
 
-def test_tracestate_keeps_multi_tenant_keys_and_first_of_duplicates() -> None:
-    span_context = extracted(
-        {"traceparent": [VALID], "tracestate": ["tenant@vendor=a,rojo=1", "rojo=2, congo=t61rcWkgMzE"]}
-    )
-    assert list(span_context.trace_state.items()) == [
-        ("tenant@vendor", "a"),
-        ("rojo", "1"),
+def state_of(*lines: str) -> list[tuple[str, str]]:
+    """The tracestate members a request with these header lines propagates."""
+    return list(extracted({"traceparent": [VALID], "tracestate": list(lines)}).trace_state.items())
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["foo", "foo@", "foo@@bar", "foo@bar@baz", "t@vvvvvvvvvvvvvvv", "1vendor", "a_-*/@9", "k" * 256],
+)
+def test_tracestate_key_of_current_grammar_is_kept(key: str) -> None:
+    assert state_of(f"{key}=1,other=2") == [(key, "1"), ("other", "2")]
+
+
+@pytest.mark.parametrize("key", ["@foo", "FOO", "foo.bar", "foo ", " foo@\tx", "_foo", "k" * 257, ""])
+def test_tracestate_with_an_illegal_key_is_discarded_whole(key: str) -> None:
+    assert state_of(f"good=1,{key}=2,also=3") == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", " ", "a,b", "a=b", "tab\there", "caf\u00e9", "x" * 257, "trailing\x7f", "\x00"],
+)
+def test_tracestate_with_an_illegal_value_is_discarded_whole(value: str) -> None:
+    assert state_of(f"good=1,bad={value}") == []
+
+
+@pytest.mark.parametrize("value", ["a b", " leading", "!#$%&'()*+-./:;<>?@[]^_`{|}~", "v" * 256])
+def test_tracestate_value_of_the_grammar_is_kept_unchanged(value: str) -> None:
+    assert state_of(f"k={value}") == [("k", value)]
+
+
+def test_tracestate_with_a_duplicated_key_is_discarded_whole() -> None:
+    assert state_of("foo=1,foo=2") == []
+    assert state_of("foo=1", "bar=2,foo=1") == []  # across header lines too
+
+
+def test_tracestate_of_32_members_is_kept_and_of_33_discarded() -> None:
+    members = [f"k{i}=v{i}" for i in range(33)]
+    assert len(state_of(",".join(members[:16]), ",".join(members[16:32]))) == 32
+    assert state_of(",".join(members[:16]), ",".join(members[16:])) == []
+
+
+def test_tracestate_lines_are_one_list_in_order_with_empty_members_and_white_space() -> None:
+    assert state_of("rojo=00f067aa0ba902b7, ,\t", "", " congo=t61rcWkgMzE ,, x@y=1") == [
+        ("rojo", "00f067aa0ba902b7"),
         ("congo", "t61rcWkgMzE"),
+        ("x@y", "1"),
     ]
 
 
-def test_tracestate_drops_only_illegal_members() -> None:
-    state = parse_tracestate(["good=1,BAD=2,=x,novalue=,also-good=3,x@Y=4,ok=a b"])
-    assert list(state.items()) == [("good", "1"), ("also-good", "3"), ("ok", "a b")]
+def test_hostile_tracestate_length_is_discarded_without_splitting() -> None:
+    assert state_of("a=1" + " " * 40_000 + ",b=2") == []
 
 
-def test_tracestate_keeps_at_most_32_members() -> None:
-    state = parse_tracestate([",".join(f"k{i}=v{i}" for i in range(40))])
-    assert len(state) == 32 and list(state.keys())[-1] == "k31"
+def test_new_grammar_members_survive_the_sdk_on_the_way_out() -> None:
+    """The SDK's TraceState would drop these keys (old grammar); a span's own tracestate,
+    handed on by the sampler, and what the propagator injects must keep them."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    header = "foo@bar@baz=1,9abc=2,t@vvvvvvvvvvvvvvv=3,foo@=4"
+    parent = trace.set_span_in_context(
+        NonRecordingSpan(extracted({"traceparent": [VALID], "tracestate": [header]}))
+    )
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("child", context=parent) as child:
+        carrier: dict[str, str] = {}
+        strict.inject(carrier)
+        state = child.get_span_context().trace_state
+        assert state.to_header() == header
+        assert carrier["tracestate"] == header
+        # Modifying it keeps the grammar and the type.
+        assert state.add("new@vendor", "x").to_header() == "new@vendor=x," + header
+        assert state.update("9abc", "z").to_header().startswith("9abc=z,foo@bar@baz=1")
+        assert state.delete("foo@").to_header() == "foo@bar@baz=1,9abc=2,t@vvvvvvvvvvvvvvv=3"
+        assert state.add("BAD", "x") is state and state.add("k", "a,b") is state
+
+
+def test_tracestate_on_kafka_records_follows_the_same_rules() -> None:
+    def through_headers(*lines: bytes) -> list[tuple[str, str]]:
+        headers = [("traceparent", VALID.encode()), *(("tracestate", line) for line in lines)]
+        context, _source = extract_record_context(headers, None)
+        return list(trace.get_current_span(context).get_span_context().trace_state.items())
+
+    assert through_headers(b"foo@bar=1", b"z=2") == [("foo@bar", "1"), ("z", "2")]
+    assert through_headers(b"foo=1,BAD=2") == []
+    assert through_headers(b"foo=1", b"foo=2") == []
 
 
 def test_tracestate_is_ignored_when_traceparent_is_invalid() -> None:
@@ -150,6 +217,49 @@ def test_kafka_getter_handles_bytes_none_repeats_and_bad_utf8() -> None:
     assert values is not None and len(values) == 2  # the corrupt one still counts: duplicate
     context, source = extract_record_context(headers, None)
     assert source == "none" and not trace.get_current_span(context).get_span_context().is_valid
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "problem"),
+    [
+        ([], None, "missing"),
+        ([("x", b"1")], b'{"order": 1}', "missing"),
+        ([("traceparent", VALID.encode()), ("traceparent", VALID.encode())], None, "duplicated-traceparent"),
+        ([("traceparent", VALID.encode()), ("TraceParent", b"\xff")], None, "duplicated-traceparent"),
+        ([("traceparent", b"00-nope")], None, "invalid-traceparent"),
+        ([("traceparent", None)], None, "invalid-traceparent"),
+        ([], b'{"trace_context": {"traceparent": "00-nope"}}', "envelope-invalid-traceparent"),
+        ([], b'{"trace_context": {"baggage": "a=b"}}', "envelope-missing-traceparent"),
+        ([], b'{"trace_context": {"traceparent": ', "envelope-unparsable"),
+        ([], '{"trace_context": "not an object"}', "envelope-unparsable"),
+        # Headers are read first, so their problem is the one named.
+        ([("traceparent", b"bad")], b'{"trace_context": [', "invalid-traceparent"),
+    ],
+)
+def test_a_record_without_usable_context_says_why(headers, body, problem: str) -> None:
+    parent, _carried, source, found = extract_record_parent(headers, body)
+    assert (parent, source, found) == (None, "none", problem)
+
+
+def test_a_record_with_usable_context_has_no_problem() -> None:
+    envelope = json.dumps({"trace_context": {"traceparent": VALID}}).encode()
+    assert extract_record_parent([("traceparent", VALID.encode())], None)[2:] == ("headers", None)
+    assert extract_record_parent([("traceparent", b"bad")], envelope)[2:] == ("envelope", None)
+
+
+def test_problem_names_the_field_of_other_propagators() -> None:
+    from opentelemetry import propagate
+
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(build_propagator(("b3multi",)))
+    try:
+        assert extract_record_parent([("x-b3-traceid", b"zz")], None)[3] == "invalid-x-b3-traceid"
+        assert extract_record_parent([("X-B3-SpanId", b"1"), ("x-b3-spanid", b"2")], None)[3] == (
+            "duplicated-x-b3-spanid"
+        )
+        assert extract_record_parent([], None)[3] == "missing"
+    finally:
+        propagate.set_global_textmap(before)
 
 
 def test_kafka_setter_replaces_a_forwarded_records_context() -> None:

@@ -1,8 +1,10 @@
 """Doctor: where trace context breaks, across many traces, grouped so it can be fixed.
 
 Three symptoms: a process span that found no context in its record
-(``tracebridge.context.source=none``); a consumer span that is a trace root with no link (an
-uninstrumented or differently instrumented consumer); and a send whose record nobody processed
+(``tracebridge.context.source=none``, grouped by *why* — ``tracebridge.context.problem``:
+a missing context, a duplicated or invalid ``traceparent``, an unparsable envelope); a
+consumer span that is a trace root with no link (an uninstrumented or differently
+instrumented consumer); and a send whose record nobody processed
 within the window (a consumer that lost it, or never ran).
 """
 
@@ -30,12 +32,13 @@ class BrokenChain:
     consumer: str
     count: int
     example_trace_id: str
+    reason: str = ""  # for NO_CONTEXT: the consumer's tracebridge.context.problem
 
 
 def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60.0) -> list[BrokenChain]:
     """Broken chains among ``spans``, most frequent first."""
     consumed: set[tuple[str, str]] = set()
-    groups: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str, str], list[str]] = defaultdict(list)
     for span in spans:
         if span.kind != "CONSUMER":
             continue
@@ -45,9 +48,10 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
             consumed.add((link.trace_id, link.span_id))
         consumer_topic = topic_of(span) or "?"
         if span.attributes.get("tracebridge.context.source") == "none":
-            groups[(NO_CONTEXT, consumer_topic, "?", span.service)].append(span.trace_id)
+            reason = str(span.attributes.get("tracebridge.context.problem") or "missing")
+            groups[(NO_CONTEXT, reason, consumer_topic, "?", span.service)].append(span.trace_id)
         elif span.parent_span_id is None and not span.links:
-            groups[(CONSUMER_ROOT, consumer_topic, "?", span.service)].append(span.trace_id)
+            groups[(CONSUMER_ROOT, "", consumer_topic, "?", span.service)].append(span.trace_id)
     cutoff = now_ns - int(unprocessed_after_s * 1e9)
     for span in spans:
         topic = topic_of(span)
@@ -56,9 +60,9 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
         if span.status == "ERROR" or span.end_ns > cutoff:
             continue  # never reached the broker, or too recent to judge
         if (span.trace_id, span.span_id) not in consumed:
-            groups[(NEVER_PROCESSED, topic, span.service, "?")].append(span.trace_id)
+            groups[(NEVER_PROCESSED, "", topic, span.service, "?")].append(span.trace_id)
     report = [
-        BrokenChain(symptom, topic, producer, consumer, len(traces), traces[-1])
-        for (symptom, topic, producer, consumer), traces in groups.items()
+        BrokenChain(symptom, topic, producer, consumer, len(traces), traces[-1], reason)
+        for (symptom, reason, topic, producer, consumer), traces in groups.items()
     ]
-    return sorted(report, key=lambda chain: (-chain.count, chain.symptom, chain.topic))
+    return sorted(report, key=lambda chain: (-chain.count, chain.symptom, chain.reason, chain.topic))

@@ -2,7 +2,10 @@
 
 Producers write where ``TRACEBRIDGE_KAFKA_CARRIER`` says; consumers always try headers first,
 then the envelope, and report which one worked as ``tracebridge.context.source`` so a broken
-chain (``none``) is visible instead of silently becoming a new trace.  With the default W3C
+chain (``none``) is visible instead of silently becoming a new trace — and, for a broken chain,
+why (``tracebridge.context.problem``: ``missing``, ``duplicated-traceparent``,
+``invalid-traceparent``, ``envelope-unparsable``, …), because "a .NET producer appends a second
+traceparent" and "nobody injects on this topic" are fixed in different places.  With the default W3C
 propagators the headers are handled in one direct pass (this runs for every record); any other
 propagator goes through the standard TextMap API.
 """
@@ -31,6 +34,10 @@ SOURCE_HEADERS = "headers"
 SOURCE_ENVELOPE = "envelope"
 SOURCE_NONE = "none"
 
+# Why a record's context could not be used (``tracebridge.context.problem``).
+PROBLEM_MISSING = "missing"
+PROBLEM_ENVELOPE_UNPARSABLE = "envelope-unparsable"
+
 Headers = Sequence[tuple[str, bytes | None]]
 _BAGGAGE = "baggage"
 _W3C_FIELDS = frozenset((TRACEPARENT, TRACESTATE, _BAGGAGE))
@@ -47,9 +54,9 @@ def _text(raw: object) -> str:
 
 def _extract_w3c_headers(
     headers: Headers, propagator: TracebridgePropagator
-) -> tuple[SpanContext | None, Context]:
-    """Parent and baggage from Kafka headers in one pass (strict W3C, like the propagator: a
-    duplicated traceparent starts a new trace)."""
+) -> tuple[SpanContext | None, Context, str | None]:
+    """Parent, baggage and (without a parent) the problem, from Kafka headers in one pass
+    (strict W3C, like the propagator: a duplicated traceparent starts a new trace)."""
     parents = 0
     traceparent: object = None
     states: list[str] | None = None
@@ -75,9 +82,11 @@ def _extract_w3c_headers(
     if has_baggage and propagator.baggage is not None:
         carried = propagator.baggage.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
     if parents != 1:
-        return None, carried
+        return None, carried, (None if parents == 0 else "duplicated-traceparent")
     span_context = parse_traceparent(_text(traceparent))
-    if span_context is not None and states:
+    if span_context is None:
+        return None, carried, "invalid-traceparent"
+    if states:
         span_context = SpanContext(
             span_context.trace_id,
             span_context.span_id,
@@ -85,44 +94,87 @@ def _extract_w3c_headers(
             trace_flags=span_context.trace_flags,
             trace_state=parse_tracestate(states),
         )
-    return span_context, carried
+    return span_context, carried, None
 
 
-def extract_record_parent(headers: Headers | None, value: object) -> tuple[SpanContext | None, Context, str]:
-    """Return ``(parent, carried, source)`` for a record; never raises.
+def _header_problem(headers: Headers, fields: set[str]) -> str | None:
+    """``duplicated-X`` or ``invalid-X`` for the first context field ``X`` the headers carry
+    (any propagator: ``traceparent``, ``b3``, ``uber-trace-id``, …); ``None`` if they carry none.
+    Runs only for a record whose context could not be used."""
+    counts: dict[str, int] = {}
+    for item in headers:
+        try:
+            name = item[0].lower()
+        except (AttributeError, IndexError, TypeError):
+            continue
+        if name in fields:
+            counts[name] = counts.get(name, 0) + 1
+    for name in sorted(fields, key=lambda field: (field != TRACEPARENT, field)):
+        if name in counts:
+            return f"duplicated-{name}" if counts[name] > 1 else f"invalid-{name}"
+    return None
+
+
+def _envelope_problem(value: object) -> str | None:
+    """Why a body that mentions ``trace_context`` gave no parent (``None``: it has no envelope)."""
+    if isinstance(value, bytes | bytearray):
+        mentioned = b'"trace_context"' in value
+    elif isinstance(value, str):
+        mentioned = '"trace_context"' in value
+    else:
+        mentioned = False
+    if not mentioned:
+        return None
+    envelope = read_envelope(value)
+    if envelope is None:
+        return PROBLEM_ENVELOPE_UNPARSABLE
+    return "envelope-invalid-traceparent" if TRACEPARENT in envelope else "envelope-missing-traceparent"
+
+
+def extract_record_parent(
+    headers: Headers | None, value: object
+) -> tuple[SpanContext | None, Context, str, str | None]:
+    """Return ``(parent, carried, source, problem)`` for a record; never raises.
 
     ``parent`` is the remote span context the record names (``None`` for a broken chain),
     ``carried`` the rest of what it carries (baggage) — kept even when no parent was found, so
-    business keys survive a broken chain — and ``source`` where the parent came from.
+    business keys survive a broken chain — ``source`` where the parent came from, and
+    ``problem`` (only when there is no parent) why: the headers' problem first, since headers
+    are read first, then the envelope's, else ``missing``.
     """
     propagator = propagate.get_global_textmap()
     carried = _EMPTY
+    problem: str | None = None
     if headers:
         try:
             if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
-                parent, carried = _extract_w3c_headers(headers, propagator)
+                parent, carried, problem = _extract_w3c_headers(headers, propagator)
             else:
                 carried = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
                 parent = trace.get_current_span(carried).get_span_context()
+                if not parent.is_valid:
+                    problem = _header_problem(headers, propagator.fields - {TRACESTATE, _BAGGAGE})
         except Exception:
-            parent, carried = None, _EMPTY
+            parent, carried, problem = None, _EMPTY, "unreadable-headers"
         if parent is not None and parent.is_valid:
-            return parent, carried, SOURCE_HEADERS
+            return parent, carried, SOURCE_HEADERS, None
     try:
         envelope = read_envelope(value)
         if envelope is not None:
             from_envelope = propagator.extract(envelope, carried, getter=DICT_GETTER)
             parent = trace.get_current_span(from_envelope).get_span_context()
             if parent.is_valid:
-                return parent, from_envelope, SOURCE_ENVELOPE
+                return parent, from_envelope, SOURCE_ENVELOPE, None
+        if problem is None:
+            problem = _envelope_problem(value)
     except Exception:
-        pass
-    return None, carried, SOURCE_NONE
+        problem = problem or PROBLEM_ENVELOPE_UNPARSABLE
+    return None, carried, SOURCE_NONE, problem or PROBLEM_MISSING
 
 
 def extract_record_context(headers: Headers | None, value: object) -> tuple[Context, str]:
     """The record's context (parent span and baggage) as one Context, and its source."""
-    parent, carried, source = extract_record_parent(headers, value)
+    parent, carried, source, _problem = extract_record_parent(headers, value)
     if parent is None:
         return carried, source
     return trace.set_span_in_context(NonRecordingSpan(parent), carried), source

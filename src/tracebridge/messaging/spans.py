@@ -212,7 +212,7 @@ class MessagingSpans:
         handler's own calls continue the trace and the business keys.
         """
         start_ns = time.time_ns()
-        remote, carried, source = extract_record_parent(record.headers, record.value)
+        remote, carried, source, problem = extract_record_parent(record.headers, record.value)
         span = self.tracer.start_span(
             f"process {record.topic}",
             context=carried,
@@ -242,6 +242,8 @@ class MessagingSpans:
                 attributes["tracebridge.queue_wait_ms"] = round(wait_ms, 3)
             attributes["tracebridge.delivery.attempt"] = attempt
             attributes["tracebridge.context.source"] = source
+            if problem is not None:
+                attributes["tracebridge.context.problem"] = problem
             set_known_attributes(span, attributes)
         return span, trace.set_span_in_context(span, carried)
 
@@ -267,7 +269,7 @@ class MessagingSpans:
                 group_key, record.topic, record.partition, record.offset, attempt_from_headers(record.headers)
             )
             highest_attempt = max(highest_attempt, attempt)
-            remote, _carried, _source = extract_record_parent(record.headers, record.value)
+            remote, _carried, _source, _problem = extract_record_parent(record.headers, record.value)
             if remote is not None:
                 links.append(Link(remote, FOLLOWS_FROM))
             else:

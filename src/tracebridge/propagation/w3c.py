@@ -1,17 +1,20 @@
 """Strict W3C Trace Context Level 2 propagation.
 
 Used in place of OpenTelemetry's stock ``tracecontext`` propagator, which takes the first of
-several ``traceparent`` values (Level 2 says: duplicated ⇒ start a new trace) and throws the
-whole ``tracestate`` away when a single member is malformed (Level 2 lets us drop just that
-member).  Extraction runs on every inbound request and every consumed record, often on
-hostile input, so it is written without regular expressions or logging for the common
-``traceparent`` path and never raises.
+several ``traceparent`` values (Level 2 says: duplicated ⇒ start a new trace), validates
+``tracestate`` keys with the old grammar (``foo@``, a key starting with a digit or a long
+vendor part are legal today), and keeps part of a ``tracestate`` it should discard.  The
+processing model here is the spec's: a ``tracestate`` with any invalid member, a duplicated
+key or more than 32 members is discarded whole; a valid one travels unchanged, in order.
+Extraction runs on every inbound request and every consumed record, often on hostile input,
+so it is written without regular expressions or logging for the common ``traceparent`` path
+and never raises.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.context.context import Context
@@ -21,17 +24,60 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 MAX_TRACESTATE_MEMBERS = 32
-# A tracestate longer than this is not worth parsing: 32 members of the largest legal size.
-MAX_TRACESTATE_LENGTH = 32 * (256 + 1 + 256 + 1)
+# Longer than 32 members of the largest legal size plus generous optional white space is
+# hostile, not a tracestate: discarded without being split.
+MAX_TRACESTATE_LENGTH = 32 * (256 + 1 + 256 + 1) + 4096
 
 _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
-# Level 2 key grammar: simple keys, and multi-tenant keys "tenant@system".
-_TRACESTATE_KEY = re.compile(
-    r"[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13}"
-)
+# key = ( lcalpha / DIGIT ) 0*255( keychar ); keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+_TRACESTATE_KEY = re.compile(r"[a-z0-9][a-z0-9_\-*/@]{0,255}")
+# value = 0*255( chr ) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
 _TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+_OWS = " \t"
+
+
+def is_valid_tracestate_member(key: str, value: str) -> bool:
+    """Whether ``key=value`` is a legal ``tracestate`` list member (current key grammar)."""
+    return _TRACESTATE_KEY.fullmatch(key) is not None and _TRACESTATE_VALUE.fullmatch(value) is not None
+
+
+class W3CTraceState(TraceState):
+    """A ``TraceState`` validated with the current W3C key grammar.
+
+    The SDK's own ``TraceState`` checks keys against the old grammar and silently drops members
+    we must propagate (``foo@bar@baz``, ``1vendor``, ``t@vvvvvvvvvvvvvvv``) — in its constructor
+    and in every ``add``/``update``/``delete``, which build a new one.  This subclass is built
+    from members already validated, and its modifications validate with the same rules and
+    return the same type, so a state we accepted reaches the next hop whole.
+    """
+
+    def __init__(self, entries: Sequence[tuple[str, str]] | None = None) -> None:
+        super().__init__()
+        if entries:
+            self._dict.update(entries)
+
+    def add(self, key: str, value: str) -> TraceState:
+        if key in self._dict or not is_valid_tracestate_member(key, value):
+            return self
+        if len(self._dict) >= MAX_TRACESTATE_MEMBERS:
+            return self
+        return W3CTraceState([(key, value), *self._dict.items()])
+
+    def update(self, key: str, value: str) -> TraceState:
+        if key not in self._dict or not is_valid_tracestate_member(key, value):
+            return self
+        rest = [(k, v) for k, v in self._dict.items() if k != key]
+        return W3CTraceState([(key, value), *rest])
+
+    def delete(self, key: str) -> TraceState:
+        if key not in self._dict:
+            return self
+        return W3CTraceState([(k, v) for k, v in self._dict.items() if k != key])
+
+
+_EMPTY_STATE = W3CTraceState()
 
 
 def parse_traceparent(value: str) -> SpanContext | None:
@@ -69,10 +115,13 @@ def parse_traceparent(value: str) -> SpanContext | None:
 
 
 def parse_tracestate(values: Iterable[str]) -> TraceState:
-    """Parse one or more ``tracestate`` values, keeping every legal member.
+    """Parse every ``tracestate`` header line of one request or record, as one list.
 
-    Illegal members are dropped one by one; for a duplicated key the first (most recent)
-    member wins; members past the 32nd are dropped.
+    The spec's processing model: empty and white-space-only list members are allowed (they
+    come from joining several header lines); any other member that is not ``key=value`` in
+    the current grammar, a key seen twice, or a 33rd member makes the whole ``tracestate``
+    invalid, and an invalid one is discarded (an empty state is returned).  A valid one keeps
+    its members in order, unchanged.
     """
     entries: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -80,21 +129,19 @@ def parse_tracestate(values: Iterable[str]) -> TraceState:
     for value in values:
         total += len(value)
         if total > MAX_TRACESTATE_LENGTH:
-            break
+            return _EMPTY_STATE
         for member in value.split(","):
-            member = member.strip(" \t")
+            member = member.strip(_OWS)
             if not member:
                 continue
             key, sep, item = member.partition("=")
-            if not sep or key in seen:
-                continue
-            if _TRACESTATE_KEY.fullmatch(key) is None or _TRACESTATE_VALUE.fullmatch(item) is None:
-                continue
+            if not sep or key in seen or not is_valid_tracestate_member(key, item):
+                return _EMPTY_STATE
+            if len(entries) == MAX_TRACESTATE_MEMBERS:
+                return _EMPTY_STATE
             seen.add(key)
             entries.append((key, item))
-            if len(entries) == MAX_TRACESTATE_MEMBERS:
-                return TraceState(entries)
-    return TraceState(entries)
+    return W3CTraceState(entries) if entries else _EMPTY_STATE
 
 
 class StrictTraceContextPropagator(textmap.TextMapPropagator):

@@ -92,11 +92,12 @@ def doctor_view(chains: list[BrokenChain], window: str) -> RenderableType:
             f"no broken chains in the last {window}: every hop carried its trace context", style="green"
         )
     table = Table(title=f"broken trace chains, last {window}", title_justify="left")
-    for column in ("symptom", "topic", "producer", "consumer", "count", "example trace"):
+    for column in ("symptom", "why", "topic", "producer", "consumer", "count", "example trace"):
         table.add_column(column, justify="right" if column == "count" else "left")
     for chain in chains:
         table.add_row(
             chain.symptom,
+            chain.reason,
             chain.topic,
             chain.producer,
             chain.consumer,

@@ -18,9 +18,10 @@ export async function renderDoctor(main, navigate) {
     return null;
   }
   main.append(h("table", { class: "doctor" },
-    h("thead", {}, h("tr", {}, ["symptom", "topic", "producer", "consumer", "count", "example"].map((x) => h("th", {}, x)))),
+    h("thead", {}, h("tr", {}, ["symptom", "why", "topic", "producer", "consumer", "count", "example"].map((x) => h("th", {}, x)))),
     h("tbody", {}, report.broken.map((chain) => h("tr", {},
       h("td", {}, chain.symptom),
+      h("td", {}, chain.reason ? h("code", {}, chain.reason) : ""),
       h("td", {}, h("code", {}, chain.topic)),
       h("td", {}, chain.producer),
       h("td", {}, chain.consumer),
