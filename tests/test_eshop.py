@@ -35,7 +35,15 @@ class Placed:
 @pytest.fixture(scope="module")
 def eshop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Placed]:
     # notification-worker is slowed a little, so a SIGKILL lands while it still has work to do.
-    stack = Stack(tmp_path_factory.mktemp("eshop"), Faults(slow={"notification-worker": 150}))
+    # Headers that upstream instrumentations record only when asked: asked, so the redaction
+    # test can plant credentials and addresses in them.
+    capture = {
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "authorization,x-customer-email",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": "authorization,x-customer-email",
+    }
+    stack = Stack(
+        tmp_path_factory.mktemp("eshop"), Faults(slow={"notification-worker": 150}), extra_env=capture
+    )
     with stack:
         ids = asyncio.run(runner.place_orders(stack.gateway_url, ORDERS))
         statuses = asyncio.run(runner.wait_final(stack.gateway_url, ids, timeout=60))
@@ -149,6 +157,81 @@ def test_card_numbers_and_email_addresses_never_reach_span_attributes(eshop: Pla
     for span in spans:
         text = json.dumps([span.attributes, [e.attributes for e in span.events]], default=str)
         assert CARD not in text and "@example.com" not in text, (span.service, span.name)
+
+
+def test_planted_secrets_never_leave_any_service(eshop: Placed) -> None:
+    """Secrets planted where the upstream instrumentations record them — URL query strings
+    (FastAPI, Flask, the gateway), captured Authorization and custom headers, a card number in
+    a path, an e-mail address in an order — appear in no exported span of any service: not in
+    names, attributes, events, links or status messages.  The redacted attributes exist."""
+    stack = eshop.stack
+    planted_card = "5555555555554444"
+    secrets = ("PLANTED-KEY", "PLANTED-TOKEN", "@plantedsecret.com", planted_card)
+    headers = {"Authorization": "Bearer PLANTED-TOKEN-1", "X-Customer-Email": "planted.one@plantedsecret.com"}
+    with httpx.Client(timeout=10, headers=headers) as client:
+        client.get(
+            f"{stack.url('inventory')}/stock/MUG-7?api_key=PLANTED-KEY-2&mail=planted.two@plantedsecret.com"
+        )
+        client.get(f"{stack.url('inventory')}/stock/{planted_card}")
+        client.post(f"{stack.url('notification')}/sendEmail?token=PLANTED-KEY-3", json={})
+        order = {
+            "email": "planted.three@plantedsecret.com",
+            "cardNumber": planted_card,
+            "lines": [{"sku": "MUG-7", "quantity": 1}],
+        }
+        placed = client.post(
+            f"{stack.gateway_url}/graphql?debug=PLANTED-KEY-4",
+            json={
+                "query": shop.CREATE_ORDER,
+                "variables": {"input": order},
+            },
+        ).json()
+    order_id = placed["data"]["createOrder"]["id"]
+    asyncio.run(runner.wait_final(stack.gateway_url, [order_id], timeout=60))
+    runner.wait_traces(stack.db, [order_id], timeout=30)
+
+    def redacted_headers() -> list[SpanRecord]:
+        store = SpanStore(stack.db)
+        try:
+            spans = store.spans_between(0)
+        finally:
+            store.close()
+        return [s for s in spans if "http.request.header.authorization" in s.attributes]
+
+    deadline = time.monotonic() + 30
+    while len(redacted_headers()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    store = SpanStore(stack.db)
+    spans = store.spans_between(0)
+    store.close()
+    leaks = []
+    for span in spans:
+        text = json.dumps(
+            [
+                span.name,
+                span.status_message,
+                span.attributes,
+                [(e.name, e.attributes) for e in span.events],
+                [link.attributes for link in span.links],
+            ],
+            default=str,
+        )
+        leaks += [(span.service, span.name, secret) for secret in secrets if secret in text]
+    assert leaks == []
+    with_header = redacted_headers()
+    assert {s.service for s in with_header} >= {"inventory", "notification", "gateway"}
+    assert all(s.attributes["http.request.header.authorization"] == ["REDACTED"] for s in with_header)
+    emails = {(s.service, k): v for s in with_header for k, v in s.attributes.items() if "customer" in k}
+    assert emails and set(map(tuple, emails.values())) == {("REDACTED",)}, emails
+    targets = [
+        str(v)
+        for s in spans
+        for k, v in s.attributes.items()
+        if k in ("http.target", "http.url", "url.query", "url.full")
+    ]
+    assert any("api_key=REDACTED&mail=REDACTED" in t for t in targets), targets
+    assert any("token=REDACTED" in t for t in targets) and any("debug=REDACTED" in t for t in targets)
+    assert any("/stock/REDACTED" in t for t in targets)
 
 
 def test_logs_of_every_service_carry_the_trace_id(eshop: Placed) -> None:

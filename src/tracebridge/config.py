@@ -150,6 +150,7 @@ class Settings:
     inbound_context: InboundContext = InboundContext.TRUST
     disabled_instrumentations: tuple[str, ...] = ()
     log_events: str = "error"
+    redact: str = ""  # TRACEBRIDGE_REDACT, validated (tracebridge.redaction)
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -235,6 +236,7 @@ class Settings:
             inbound_context=InboundContext(
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),
+            redact=reader.redaction("TRACEBRIDGE_REDACT"),
             problems=(tuple(_repaired) if environ is None else ()) + tuple(reader.problems),
         )
 
@@ -296,6 +298,19 @@ class _Reader:
         if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
             self.problem(f"{name}={raw!r} is not a readable file; ignoring it")
             return None
+        return raw
+
+    def redaction(self, name: str) -> str:
+        """A redaction spec that parses; a bad one is reported and the built-in rules apply
+        (never *less* redaction than the default because of a typo)."""
+        from tracebridge.redaction import RedactionError, RedactionPolicy
+
+        raw = self.env.get(name, "").strip()
+        try:
+            RedactionPolicy.parse(raw)
+        except RedactionError as error:
+            self.problem(f"{error}; using the built-in rules only")
+            return ""
         return raw
 
     def flag(self, name: str, default: bool) -> bool:

@@ -41,6 +41,7 @@ from tracebridge.config import Settings
 from tracebridge.exporting import BatchExportProcessor, ResilientExporter
 from tracebridge.propagation.composite import TracebridgePropagator
 from tracebridge.propagation.w3c import StrictTraceContextPropagator
+from tracebridge.redaction import RedactingExporter, RedactionError, RedactionPolicy
 
 logger = logging.getLogger("tracebridge")
 
@@ -90,6 +91,8 @@ def configure(
             shutdown_on_exit=False,
         )
         exporter = exporter or build_exporter(settings)
+        if exporter is not None:
+            exporter = redacting(exporter, settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
             processor = BatchExportProcessor(
@@ -221,6 +224,17 @@ def build_resource(settings: Settings) -> Resource:
     attributes.update(settings.resource_attributes)
     attributes["service.name"] = settings.service_name
     return Resource(attributes)
+
+
+def redacting(exporter: SpanExporter, settings: Settings) -> SpanExporter:
+    """``exporter`` behind the redaction policy ``TRACEBRIDGE_REDACT`` describes: every span of
+    every instrumentation passes through it before it is encoded."""
+    try:
+        policy = RedactionPolicy.parse(settings.redact)
+    except RedactionError as error:  # Settings built by hand, not by from_env()
+        logger.warning("tracebridge configuration: %s; using the built-in rules only", error)
+        policy = RedactionPolicy.parse(None)
+    return exporter if policy.empty else RedactingExporter(exporter, policy)
 
 
 def build_exporter(settings: Settings) -> SpanExporter | None:
