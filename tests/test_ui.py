@@ -30,6 +30,8 @@ SHOTS = os.environ.get("TRACEBRIDGE_SCREENSHOTS")
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
 HOSTILE_VALUE = "<script>window.__pwned = 1</script>"
 BIG = 5000
+DEEP = 10_000
+MS = 1_000_000  # the browser holds nanosecond times as doubles: steps of 256 ns near now
 
 
 def hexid(bits: int) -> str:
@@ -87,6 +89,7 @@ class Data:
     def __init__(self, stack: Stack, order_id: str, main: Trace, hostile: str, big: str, broken: str):
         self.stack, self.order_id, self.main = stack, order_id, main
         self.hostile, self.big, self.broken = hostile, big, broken
+        self.deep = self.cyclic = ""
         self.url = stack.collector_url or ""
 
 
@@ -190,7 +193,73 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
                 "ledger-worker",
             ),
         )
-        yield Data(stack, order_id, main, hostile, big, broken)
+        found = Data(stack, order_id, main, hostile, big, broken)
+        found.deep = hexid(128)
+        chain = [hexid(64) for _ in range(DEEP)]
+        deep_spans = [
+            {
+                "trace_id": found.deep,
+                "span_id": chain[n],
+                "parent": chain[n - 1] if n else None,
+                "name": f"hop {n}",
+                "start": now + n * 1000,
+                "end": now + 2 * DEEP * 1000 - n,
+            }
+            for n in range(DEEP)
+        ]
+        for chunk in range(0, DEEP, 2000):
+            post(collector, otlp(deep_spans[chunk : chunk + 2000], "deep"))
+        found.cyclic = hexid(128)
+        a, b, c, d = (hexid(64) for _ in range(4))
+        post(
+            collector,
+            otlp(
+                [
+                    {
+                        "trace_id": found.cyclic,
+                        "span_id": a,
+                        "parent": c,
+                        "name": "cycle a",
+                        "start": now,
+                        "end": now + 90 * MS,
+                    },
+                    {
+                        "trace_id": found.cyclic,
+                        "span_id": b,
+                        "parent": a,
+                        "name": "cycle b",
+                        "start": now + 10 * MS,
+                        "end": now + 80 * MS,
+                    },
+                    {
+                        "trace_id": found.cyclic,
+                        "span_id": c,
+                        "parent": b,
+                        "name": "cycle c",
+                        "start": now + 20 * MS,
+                        "end": now + 70 * MS,
+                    },
+                    {
+                        "trace_id": found.cyclic,
+                        "span_id": d,
+                        "parent": d,
+                        "name": "own parent",
+                        "start": now + 30 * MS,
+                        "end": now + 60 * MS,
+                    },
+                    {
+                        "trace_id": found.cyclic,
+                        "span_id": d,
+                        "parent": a,
+                        "name": "same id",
+                        "start": now + 40 * MS,
+                        "end": now + 50 * MS,
+                    },
+                ],
+                "broken-sdk",
+            ),
+        )
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +458,31 @@ def test_a_5000_span_trace_renders_only_what_is_on_screen(data: Data, page) -> N
     assert last.is_visible() and page.locator(".row").count() < 150
     page.keyboard.press("Home")
     assert page.locator('.row[aria-selected="true"]').inner_text().count("span 0") == 1
+
+
+def test_a_10000_deep_chain_renders_and_scrolls_to_its_last_hop(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/trace/{data.deep}")
+    page.wait_for_selector(".row", timeout=60_000)
+    assert page.locator(".summary").inner_text().count(f"{DEEP} spans") == 1
+    page.locator(".waterfall").focus()
+    page.keyboard.press("End")
+    last = page.locator('.row[aria-selected="true"]')
+    last.wait_for()
+    assert int(last.get_attribute("data-index")) == DEEP - 1
+    assert f"hop {DEEP - 1}" in last.inner_text()
+
+
+def test_parent_cycles_and_duplicated_ids_neither_hang_nor_hide_spans(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{data.url}/trace/{data.cyclic}")
+    page.wait_for_selector(".row")
+    names = [row.split("\n") for row in page.locator(".row .label").all_inner_texts()]
+    flat = [part.strip() for row in names for part in row if part.strip()]
+    assert [n for n in flat if n in ("cycle a", "cycle b", "cycle c", "own parent", "same id")] == [
+        "cycle a",
+        "cycle b",
+        "cycle c",
+        "own parent",
+    ]  # the duplicated id is shown once (the first, by start)
 
 
 def test_dark_mode_follows_the_system_setting(data: Data, browser) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tracebridge.analysis.model import KINDS, EventRecord, LinkRecord, SpanRecord
 
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+# OTLP times are fixed64; the store and every analysis keep them as signed 64-bit integers.
+MAX_TIME_NS = 2**63 - 1
 
 
 class InvalidOtlp(ValueError):
@@ -40,6 +44,11 @@ def any_value(value: AnyValue) -> Any:
         return attributes(value.kvlist_value.values)
     if which == "bytes_value":
         return value.bytes_value.hex()
+    if which == "double_value":
+        number = value.double_value
+        # NaN and ±inf are legal doubles but not JSON: as text, every API and --json output
+        # stays valid JSON (OTLP's own JSON mapping writes them the same way).
+        return number if math.isfinite(number) else _NON_FINITE[str(number)]
     return getattr(value, which)
 
 
@@ -133,6 +142,8 @@ def span_problem(span: Span) -> str | None:
         return "invalid parent_span_id"
     if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
         return "ends before it starts"
+    if span.start_time_unix_nano > MAX_TIME_NS or span.end_time_unix_nano > MAX_TIME_NS:
+        return "time past year 2262"
     return None
 
 

@@ -99,17 +99,26 @@ class _Writer:
                     self.pending.put(None)
                     break
                 batch.append(more)
-            failure: BaseException | None = None
             try:
                 self.store.commit([prepared for prepared, _ in batch])
-            except BaseException as error:  # reported to every waiting request, never swallowed
-                failure = error
-            for prepared, future in batch:
+                failures: list[BaseException | None] = [None] * len(batch)
+            except Exception:
+                # One request's rows must not cost the others theirs: commit them one by one,
+                # and only the request that fails again is answered with the error.
+                failures = [self._commit_alone(prepared) for prepared, _ in batch]
+            for (prepared, future), failure in zip(batch, failures, strict=True):
                 loop = future.get_loop()
                 if failure is not None:
                     loop.call_soon_threadsafe(_fail, future, failure)
                 else:
                     loop.call_soon_threadsafe(_succeed, future, prepared.result)
+
+    def _commit_alone(self, prepared: PreparedBatch) -> BaseException | None:
+        try:
+            self.store.commit([prepared])
+        except Exception as error:  # reported to the waiting request, never swallowed
+            return error
+        return None
 
     def _retain(self) -> None:
         while not self.stopping.wait(self.config.retention_every_s):

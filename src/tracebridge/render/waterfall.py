@@ -15,6 +15,9 @@ from tracebridge.analysis.model import SpanRecord, Trace
 MIN_BAR, MAX_BAR = 10, 60
 NOTES_WIDTH = 16
 TABLE_OVERHEAD = 15  # rich's padding and separators for six columns
+# Deeper spans are drawn at this depth: past it, indentation would push the name out of its
+# column (and a 10 000-hop chain would print 20 kB of spaces per row).
+MAX_INDENT = 8
 _KIND_STYLE = {"SERVER": "green", "CLIENT": "cyan", "PRODUCER": "magenta", "CONSUMER": "yellow"}
 
 
@@ -47,7 +50,9 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
     rows = tree_order(trace)
     narrow = width < 100
     service_width = min(12 if narrow else 20, max(len(span.service) for span, _ in rows))
-    name_width = min(18 if narrow else 36, max(len(span.name) + 2 * depth for span, depth in rows))
+    name_width = min(
+        18 if narrow else 36, max(len(span.name) + 2 * min(depth, MAX_INDENT) for span, depth in rows)
+    )
     text_width = 1 + service_width + name_width + 8 + NOTES_WIDTH + TABLE_OVERHEAD
     bar_width = max(MIN_BAR, min(MAX_BAR, width - text_width))
     start = diagnosis.start_ns
@@ -68,7 +73,9 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
     table.add_column("", overflow="fold", min_width=NOTES_WIDTH, max_width=NOTES_WIDTH)
     for span, depth in rows:
         critical = span.span_id in diagnosis.critical_span_ids
-        name = Text("  " * depth + span.name, style="bold red" if span.status == "ERROR" else "")
+        name = Text(
+            "  " * min(depth, MAX_INDENT) + span.name, style="bold red" if span.status == "ERROR" else ""
+        )
         notes = Text()
         waited = waits.get(span.span_id, 0)
         if waited:

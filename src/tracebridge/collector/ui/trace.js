@@ -7,22 +7,52 @@ import { h, clear, formatDuration, serviceColour, serviceChip, tracePath } from 
 const ROW = 24; // px per row
 const OVERSCAN = 12;
 
-function treeOrder(spans) {
-  const ids = new Set(spans.map((s) => s.span_id));
+// Depth-first, children in start order.  Hostile or broken data must neither hang nor hide
+// spans (the same rules as the analysis' Trace model): a span id seen twice is shown once,
+// and a parent cycle (or a span that is its own parent) is cut at its earliest span, which
+// is shown as a root.
+function treeOrder(input) {
+  const byStart = (a, b) => a.start_ns - b.start_ns || (a.span_id < b.span_id ? -1 : 1);
+  const spans = [];
+  const ids = new Set();
+  for (const span of input.slice().sort(byStart)) {
+    if (ids.has(span.span_id)) continue;
+    ids.add(span.span_id);
+    spans.push(span);
+  }
   const children = new Map();
   for (const span of spans) {
-    const parent = span.parent_span_id && ids.has(span.parent_span_id) ? span.parent_span_id : null;
+    const p = span.parent_span_id;
+    const parent = p && p !== span.span_id && ids.has(p) ? p : null;
     if (!children.has(parent)) children.set(parent, []);
     children.get(parent).push(span);
   }
-  for (const list of children.values()) list.sort((a, b) => a.start_ns - b.start_ns || (a.span_id < b.span_id ? -1 : 1));
+  const reached = new Set();
+  const mark = (root) => {
+    const stack = [root];
+    while (stack.length) {
+      const span = stack.pop();
+      if (reached.has(span.span_id)) continue;
+      reached.add(span.span_id);
+      for (const kid of children.get(span.span_id) || []) stack.push(kid);
+    }
+  };
+  const roots = (children.get(null) || []).slice();
+  for (const root of roots) mark(root);
+  for (const span of spans) if (!reached.has(span.span_id)) { roots.push(span); mark(span); }
+  roots.sort(byStart);
   const out = [];
-  const stack = (children.get(null) || []).slice().reverse().map((span) => [span, 0]);
-  while (stack.length) {
-    const [span, depth] = stack.pop();
-    out.push({ span, depth });
-    const kids = children.get(span.span_id) || [];
-    for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i], depth + 1]);
+  const seen = new Set();
+  for (const root of roots) {
+    const stack = [[root, 0]];
+    while (stack.length) {
+      const [span, depth] = stack.pop();
+      if (seen.has(span.span_id)) continue;
+      seen.add(span.span_id);
+      out.push({ span, depth });
+      const kids = children.get(span.span_id) || [];
+      for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i], depth + 1]);
+    }
   }
   return out;
 }
