@@ -148,7 +148,7 @@ async def read_topic(bootstrap: str, topic: str, count: int) -> list[object]:
 class RunningCollector:
     """The collector's ASGI app served by uvicorn on 127.0.0.1, with a temporary store."""
 
-    def __init__(self, db_path, config=None) -> None:
+    def __init__(self, db_path, config=None, port: int | None = None) -> None:
         import threading
 
         import uvicorn
@@ -158,7 +158,7 @@ class RunningCollector:
         from tracebridge.collector.store import SpanStore
 
         self.store = SpanStore(db_path)
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(build_app(self.store, config), host="127.0.0.1", port=self.port, log_level="error")
         )

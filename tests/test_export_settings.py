@@ -248,8 +248,9 @@ class FailsFirst(Receiver):
 RETRY_PROGRAM = """
 import time
 import tracebridge
+import tracebridge.sdk
 from opentelemetry import trace
-from tracebridge.sdk import dropped_spans
+from tracebridge.sdk import configured, dropped_spans
 provider = tracebridge.configure()
 tracer = trace.get_tracer("app")
 for batch in ("first", "second", "third"):
@@ -258,11 +259,12 @@ for batch in ("first", "second", "third"):
     with tracer.start_as_current_span(batch):
         pass
     provider.force_flush()
-print("dropped", dropped_spans())
+tracebridge.sdk.shutdown()  # whatever is still held by now is dropped and counted
+print("dropped", dropped_spans(), "late", configured().exporter.delivered_late)
 """
 
 
-def test_after_a_failed_export_batches_are_dropped_until_retry_after_passes() -> None:
+def test_after_a_failed_export_batches_are_held_and_delivered_once_retry_after_passes() -> None:
     FailsFirst.answered = 0
     Receiver.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FailsFirst)
@@ -279,8 +281,105 @@ def test_after_a_failed_export_batches_are_dropped_until_retry_after_passes() ->
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
-    # the first batch was refused, the second dropped without touching the network, the third sent
-    assert FailsFirst.answered == 2
-    assert spans_received() == ["third"]
-    assert result.stdout.split() == ["dropped", "2"]
-    assert result.stderr.count("cannot export spans") == 1 and "works again" in result.stderr
+    # The first batch was refused (503) and held; the second held without touching the network;
+    # after the interval both went out, oldest first, then the third: nothing was lost.
+    assert FailsFirst.answered == 4
+    assert spans_received() == ["first", "second", "third"]
+    assert result.stdout.split() == ["dropped", "0", "late", "2"]
+    assert result.stderr.count("cannot export spans") == 1
+    assert result.stderr.count("works again (2 spans held during the outage were delivered late") == 1
+
+
+class Refuses(Receiver):
+    """Answers every request 400: the data is refused, retrying it would not help."""
+
+    answered = 0
+
+    def do_POST(self) -> None:
+        type(self).answered += 1
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(400)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+def test_a_batch_refused_for_what_it_is_is_dropped_and_counted_not_held() -> None:
+    Refuses.answered = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+        environment |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "TRACEBRIDGE_EXPORTER_RETRY_AFTER": "1",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", RETRY_PROGRAM], env=environment, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    # Each batch is refused once and dropped (or, still held at exit, dropped then); none is
+    # retried after its refusal, and nothing is reported as delivered.
+    assert result.stdout.split() == ["dropped", "3", "late", "0"]
+    assert 2 <= Refuses.answered <= 3
+
+
+HOLD_PROGRAM = """
+import time
+import tracebridge
+from opentelemetry import trace
+from tracebridge.sdk import configured, dropped_spans
+provider = tracebridge.configure()
+tracer = trace.get_tracer("app")
+for number in range(50):
+    with tracer.start_as_current_span(f"span {number}"):
+        pass
+provider.force_flush()
+exporter = configured().exporter
+print("held", exporter.held_spans, "dropped", dropped_spans(), flush=True)
+import sys
+sys.stdin.readline()  # the test starts the collector, then lets the idle program go on
+deadline = time.monotonic() + 20
+while exporter.held_spans and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("held", exporter.held_spans, "dropped", dropped_spans(), "late", exporter.delivered_late, flush=True)
+"""
+
+
+def test_an_outage_is_bridged_within_the_buffer_and_held_spans_go_out_while_idle(tmp_path) -> None:
+    from tests.conftest import RunningCollector
+    from tracebridge.broker import free_port
+
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    environment |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",  # nobody listens yet
+        "TRACEBRIDGE_EXPORTER_RETRY_AFTER": "0.2",
+        "TRACEBRIDGE_EXPORT_BUFFER": "30",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+    }
+    program = subprocess.Popen(
+        [sys.executable, "-c", HOLD_PROGRAM],
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert program.stdout is not None and program.stdin is not None
+        assert program.stdout.readline().split() == ["held", "30", "dropped", "20"]  # bounded
+        with RunningCollector(tmp_path / "t.db", port=port) as collector:
+            program.stdin.write("go\n")
+            program.stdin.flush()
+            assert program.stdout.readline().split() == ["held", "0", "dropped", "20", "late", "30"]
+            deadline = time.monotonic() + 10
+            while collector.store.span_count() < 30 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            names = sorted(s.name for s in collector.store.spans_between(0))
+        # The oldest 30 were kept, in the order they were made.
+        assert names == sorted(f"span {n}" for n in range(30))
+    finally:
+        program.kill()
+        program.wait(10)

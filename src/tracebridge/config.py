@@ -144,7 +144,8 @@ class Settings:
     kafka_carrier: KafkaCarrier = KafkaCarrier.HEADERS
     consumer_parent: ConsumerParent = ConsumerParent.PARENT
     baggage_attributes: tuple[str, ...] = ()
-    exporter_retry_after_s: float = 5.0
+    exporter_retry_after_s: float = 1.0
+    export_buffer_spans: int = 8192
     shutdown_timeout_s: float = 2.0
     collector_token: str | None = None
     inbound_context: InboundContext = InboundContext.TRUST
@@ -224,7 +225,8 @@ class Settings:
                 for name in env.get("TRACEBRIDGE_BAGGAGE_ATTRIBUTES", "").split(",")
                 if name.strip()
             ),
-            exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 5.0, minimum=0.0),
+            exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 1.0, minimum=0.0),
+            export_buffer_spans=int(reader.number("TRACEBRIDGE_EXPORT_BUFFER", 8192, minimum=0)),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
             collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
             log_events=reader.choice("TRACEBRIDGE_LOG_EVENTS", ("warning", "error", "off"), "error"),

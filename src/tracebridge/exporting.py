@@ -1,10 +1,13 @@
-"""Exporting that can't hurt the application: a dead collector costs dropped spans, not time.
+"""Exporting that can't hurt the application: a dead collector costs memory, bounded, not time.
 
 The stock OTLP exporter retries a refused connection with backoff for up to its timeout, on
-every batch, logging each attempt, and the SDK flushes at exit with a 30 s budget.  A service
-whose collector is down would log a warning per batch and hang for seconds on exit.  Here the
-first failure opens a circuit: batches are dropped and counted without touching the network
-until a retry interval has passed, one warning names the endpoint, and shutdown is bounded.
+every batch, logging each attempt, then drops the batch; the SDK flushes at exit with a 30 s
+budget.  A service whose collector restarts would lose every span of the restart and hang on
+exit.  Here the first failure opens a circuit: batches are *held* in a bounded buffer, without
+touching the network, and retried every ``TRACEBRIDGE_EXPORTER_RETRY_AFTER`` — as the OTel
+Collector's sending queue does — so an outage of ~30 s costs no span; past the bound, spans are
+dropped and counted.  One warning names the endpoint, one says when it works again, and
+shutdown is bounded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.context import (
     _SUPPRESS_INSTRUMENTATION_KEY,
@@ -48,22 +51,29 @@ class _CaptureReason(logging.Filter):
 
 
 class ResilientExporter(SpanExporter):
-    """Wraps an exporter; drops and counts batches while its endpoint is failing."""
+    """Wraps an exporter; holds batches (bounded) while its endpoint is failing, retries them
+    oldest first, and drops and counts what doesn't fit or can never be delivered."""
 
     def __init__(
         self,
         inner: SpanExporter,
         *,
         endpoint: str,
-        retry_after_s: float = 5.0,
+        retry_after_s: float = 1.0,
+        max_held_spans: int = 8192,
         inner_logger: str | None = None,
     ) -> None:
         self.inner = inner
         self.endpoint = endpoint
         self.retry_after_s = retry_after_s
+        self.max_held_spans = max_held_spans
         self.exported_spans = 0
         self.dropped_spans = 0
+        self.delivered_late = 0  # spans held during an outage, delivered after it
         self.failed_batches = 0
+        self.held_spans = 0
+        self.peak_held_spans = 0
+        self._held: collections.deque[Sequence[ReadableSpan]] = collections.deque()
         self._retry_at = 0.0
         self._warned = False
         self._closed = False
@@ -74,10 +84,43 @@ class ResilientExporter(SpanExporter):
             self._inner_logger.addFilter(self._reason)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export, unless the endpoint failed within the last retry interval."""
-        if self._closed or time.monotonic() < self._retry_at:
+        """Send, or hold for a retry while the endpoint is failing (never blocks on it)."""
+        if self._closed:
             self._drop(len(spans))
             return SpanExportResult.FAILURE
+        if not self._held and time.monotonic() >= self._retry_at:
+            # The common case: nothing held, the endpoint answering.
+            if self._send(spans):
+                self._recovered()
+                return SpanExportResult.SUCCESS
+            return SpanExportResult.FAILURE
+        self._hold(spans)
+        return SpanExportResult.SUCCESS if self.retry_held() else SpanExportResult.FAILURE
+
+    def retry_held(self) -> bool:
+        """Deliver what is held, oldest first, if the retry interval has passed; ``True`` when
+        nothing is held any more.  Called with every export, and by the processor when idle."""
+        if not self._held:
+            return True
+        if self._closed or time.monotonic() < self._retry_at:
+            return False
+        while self._held:
+            batch = self._held[0]
+            delivered = self._send(batch, held=True)
+            if delivered is None:  # refused for good: dropped and counted by _send
+                continue
+            if not delivered:
+                return False
+            self._held.popleft()
+            with self._lock:
+                self.held_spans -= len(batch)
+                self.delivered_late += len(batch)
+        self._recovered()
+        return True
+
+    def _send(self, spans: Sequence[ReadableSpan], held: bool = False) -> bool | None:
+        """``True`` if delivered; ``False`` if worth retrying (held, unless it already is);
+        ``None`` if refused for good (dropped and counted)."""
         try:
             result = self.inner.export(spans)
         except Exception as error:  # an exporter bug must not kill the export thread
@@ -86,45 +129,86 @@ class ResilientExporter(SpanExporter):
         if result is SpanExportResult.SUCCESS:
             with self._lock:
                 self.exported_spans += len(spans)
-                if self._warned:
-                    logger.warning(
-                        "tracebridge: exporting to %s works again (%d spans were dropped)",
-                        self.endpoint,
-                        self.dropped_spans,
-                    )
-                    self._warned = False
-                    self._reason.first_message = ""
-            return result
+            return True
         self._retry_at = time.monotonic() + self.retry_after_s
         with self._lock:
             self.failed_batches += 1
-        self._drop(len(spans))
-        return result
+        self._warn()
+        if not getattr(self.inner, "last_failure_retryable", True):
+            # Refused for what it is (400, 413, 401 …): it would be refused again.
+            if held:
+                self._held.popleft()
+                with self._lock:
+                    self.held_spans -= len(spans)
+            self._drop(len(spans))
+            return None
+        if not held:
+            self._hold(spans)
+        return False
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if not self._warned:
+                return
+            self._warned = False
+            self._reason.first_message = ""
+        logger.warning(
+            "tracebridge: exporting to %s works again (%d spans held during the outage were "
+            "delivered late; %d dropped in all)",
+            self.endpoint,
+            self.delivered_late,
+            self.dropped_spans,
+        )
+
+    def _hold(self, spans: Sequence[ReadableSpan]) -> None:
+        room = self.max_held_spans - self.held_spans
+        if room <= 0:
+            self._drop(len(spans))
+            return
+        if len(spans) > room:
+            self._drop(len(spans) - room)
+            spans = spans[:room]
+        self._held.append(spans)
+        with self._lock:
+            self.held_spans += len(spans)
+            self.peak_held_spans = max(self.peak_held_spans, self.held_spans)
 
     def _drop(self, count: int) -> None:
         with self._lock:
             self.dropped_spans += count
+        self._warn()
+
+    def _warn(self) -> None:
+        with self._lock:
             if self._warned:
                 return
             self._warned = True
         logger.warning(
-            "tracebridge: cannot export spans to %s (%s); the application is unaffected, spans are "
-            "dropped and counted until the endpoint answers again (retried every %.0f s)",
+            "tracebridge: cannot export spans to %s (%s); the application is unaffected: up to %d "
+            "spans are held and retried every %.0f s, more are dropped and counted",
             self.endpoint,
             self._reason.first_message or "export failed",
+            self.max_held_spans,
             self.retry_after_s,
         )
 
     def shutdown(self) -> None:
-        """Stop exporting; aborts a retry the inner exporter may be sleeping in."""
+        """Stop exporting; what is still held is dropped and counted.  Aborts a retry the inner
+        exporter may be sleeping in."""
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            held, self.held_spans = self.held_spans, 0
+            self._held.clear()
+        if held:
+            self._drop(held)
         # The filter stays: the export thread may still log its last retry after this.
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        """Try to deliver what is held (if the retry interval has passed)."""
+        return self.retry_held()
 
 
 class CountingExporter(SpanExporter):
@@ -222,11 +306,16 @@ class BatchExportProcessor(SpanProcessor):
             self._wake.set()
 
     def _run(self) -> None:
+        retry_held = getattr(self.exporter, "retry_held", None)
+        retry_after_s = float(getattr(self.exporter, "retry_after_s", self.schedule_delay_s))
         while True:
-            self._wake.wait(self.schedule_delay_s)
+            holding = retry_held is not None and bool(getattr(self.exporter, "held_spans", 0))
+            self._wake.wait(min(self.schedule_delay_s, retry_after_s) if holding else self.schedule_delay_s)
             # Cleared before draining: a wake-up raised while we export is kept, never lost.
             self._wake.clear()
             self._drain()
+            if retry_held is not None and not self._queue:
+                self._retry(retry_held)
             with self._flush_lock:
                 waiting, self._flushes = self._flushes, []
             for flushed in waiting:
@@ -245,6 +334,16 @@ class BatchExportProcessor(SpanProcessor):
                     self.exporter.export(batch)
                 except Exception:  # an exporter bug must not kill the export thread
                     logger.exception("tracebridge: span exporter raised; batch dropped")
+        finally:
+            detach(token)
+
+    def _retry(self, retry_held: Callable[[], bool]) -> None:
+        """Spans held through an outage go out even when the application is idle."""
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            retry_held()
+        except Exception:  # an exporter bug must not kill the export thread
+            logger.exception("tracebridge: span exporter raised while retrying held spans")
         finally:
             detach(token)
 

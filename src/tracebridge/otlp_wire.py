@@ -241,7 +241,11 @@ class WireSpanExporter(SpanExporter):
     """OTLP/HTTP protobuf export of :func:`encode_spans` requests.
 
     A failed batch is reported, not retried here: :class:`tracebridge.exporting.ResilientExporter`
-    in front of it decides what a failure costs (a circuit, counted drops)."""
+    in front of it decides what a failure costs (held for a retry, or dropped and counted), from
+    :attr:`last_failure_retryable` — the OTLP/HTTP spec's rule: no answer, 429, 502, 503 and 504
+    are worth retrying; any other refusal would be refused again."""
+
+    RETRYABLE_STATUS = frozenset((429, 502, 503, 504))
 
     def __init__(
         self,
@@ -267,6 +271,7 @@ class WireSpanExporter(SpanExporter):
         if self.gzip:
             self._session.headers["Content-Encoding"] = "gzip"
         self._shutdown = False
+        self.last_failure_retryable = True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -277,10 +282,12 @@ class WireSpanExporter(SpanExporter):
         try:
             response = self._session.post(self.endpoint, data=body, timeout=self.timeout_s)
         except Exception as error:
+            self.last_failure_retryable = True
             logger.warning("OTLP export to %s failed: %s", self.endpoint, error)
             return SpanExportResult.FAILURE
         if 200 <= response.status_code < 300:
             return SpanExportResult.SUCCESS
+        self.last_failure_retryable = response.status_code in self.RETRYABLE_STATUS
         logger.warning("OTLP export to %s answered HTTP %d", self.endpoint, response.status_code)
         return SpanExportResult.FAILURE
 

@@ -260,6 +260,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         inner,
         endpoint=settings.otlp_traces_endpoint,
         retry_after_s=settings.exporter_retry_after_s,
+        max_held_spans=settings.export_buffer_spans,
         inner_logger="tracebridge.export.otlp",
     )
 
