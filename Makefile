@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint screenshots system-packages clean
+.PHONY: demo test bench soak lint screenshots system-packages clean
 
 # Tests use real parts from Debian: Chromium for the UI, a PostgreSQL server for the SQL layer.
 # Installed here if missing (no browser or database is downloaded at test time).
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
+
+# The long soak: 2 000 orders under every fault at once (tests/test_soak.py is the short form).
+soak: $(STAMP)
+	$(PY) -m tracebridge.demo.soak --orders 2000 --outage 30
 
 screenshots: $(STAMP) system-packages
 	TRACEBRIDGE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_ui.py

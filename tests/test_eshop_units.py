@@ -39,6 +39,7 @@ def test_events_round_trip_with_a_deterministic_id() -> None:
             "invalid ShipmentScheduled",
         ),
         (json.dumps({"type": "x" * 10_000}).encode(), "unknown event type"),
+        (b"[" * 100_000, "nested deeper than the parser allows"),  # found by the soak: it killed every worker
     ],
 )
 def test_undecodable_events_say_why(payload: bytes, reason: str) -> None:

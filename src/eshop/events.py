@@ -103,6 +103,8 @@ def decode(payload: bytes | None) -> Event:
         document = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as error:
         raise UndecodableEvent(f"not JSON: {error}") from None
+    except RecursionError:  # a poison pill of nested brackets must not stop the worker
+        raise UndecodableEvent("not JSON: nested deeper than the parser allows") from None
     if not isinstance(document, dict):
         raise UndecodableEvent("not a JSON object")
     kind = document.get("type")

@@ -27,7 +27,10 @@ _TRAMPOLINE = (
 
 
 def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``args`` with stdout and stderr in ``log_path``, tied to this process' life."""
+    """Start ``args`` with stdout and stderr in ``log_path``, tied to this process' life.
+
+    Linux sends the signal when the *thread* that spawned the child ends, not only the process:
+    spawn from a thread that outlives the child (the main thread, or one that waits)."""
     command = [sys.executable, "-c", _TRAMPOLINE, str(os.getpid()), *args]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
