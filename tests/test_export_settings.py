@@ -264,10 +264,9 @@ print("dropped", dropped_spans(), "late", configured().exporter.delivered_late)
 """
 
 
-def test_after_a_failed_export_batches_are_held_and_delivered_once_retry_after_passes() -> None:
-    FailsFirst.answered = 0
-    Receiver.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FailsFirst)
+def run_retry_program(handler: type[Receiver]) -> subprocess.CompletedProcess[str]:
+    """RETRY_PROGRAM in its own process, exporting to ``handler`` with a 1 s retry interval."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
@@ -275,11 +274,17 @@ def test_after_a_failed_export_batches_are_held_and_delivered_once_retry_after_p
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
             "TRACEBRIDGE_EXPORTER_RETRY_AFTER": "1",
         }
-        result = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-c", RETRY_PROGRAM], env=environment, capture_output=True, text=True, timeout=60
         )
     finally:
         server.shutdown()
+
+
+def test_after_a_failed_export_batches_are_held_and_delivered_once_retry_after_passes() -> None:
+    FailsFirst.answered = 0
+    Receiver.requests = []
+    result = run_retry_program(FailsFirst)
     assert result.returncode == 0, result.stderr
     # The first batch was refused (503) and held; the second held without touching the network;
     # after the interval both went out, oldest first, then the third: nothing was lost.
@@ -305,19 +310,7 @@ class Refuses(Receiver):
 
 def test_a_batch_refused_for_what_it_is_is_dropped_and_counted_not_held() -> None:
     Refuses.answered = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
-        environment |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
-            "TRACEBRIDGE_EXPORTER_RETRY_AFTER": "1",
-        }
-        result = subprocess.run(
-            [sys.executable, "-c", RETRY_PROGRAM], env=environment, capture_output=True, text=True, timeout=60
-        )
-    finally:
-        server.shutdown()
+    result = run_retry_program(Refuses)
     assert result.returncode == 0, result.stderr
     # Each batch is refused once and dropped (or, still held at exit, dropped then); none is
     # retried after its refusal, and nothing is reported as delivered.
