@@ -28,19 +28,24 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fresh_install(root: Path, wheel: Path, extra: str) -> Path:
-    venv.EnvBuilder(with_pip=True).create(root)
+    # No pip inside: the dev environment's current pip installs into it (`pip --python`), which
+    # saves bootstrapping and upgrading one per extra (the one ensurepip bundles, 23.x, can't
+    # resolve OpenTelemetry's pinned pre-releases anyway).
+    venv.EnvBuilder(with_pip=False).create(root)
     python = root / "bin" / "python"
     requirement = f"tracebridge[{extra}] @ {wheel.as_uri()}" if extra else f"tracebridge @ {wheel.as_uri()}"
-    # As the Makefile does: the pip ensurepip bundles (23.x) can't resolve OpenTelemetry's
-    # pinned pre-releases, a current one can.
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip"],
-        capture_output=True,
-        check=True,
-        timeout=300,
-    )
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+        ],
         capture_output=True,
         text=True,
         timeout=600,
