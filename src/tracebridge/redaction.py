@@ -52,6 +52,10 @@ _HEADER_GLOBS = (
     "*.token",
 )
 _CACHE_LIMIT = 8192
+# Joins a span's string values for the one-pass check: no rule can match across it.
+_SEPARATOR = "\x1f"
+_DIGITS_ONLY = str.maketrans({**{str(digit): "d" for digit in range(10)}, " ": None, "-": None})
+_THIRTEEN_DIGITS = "d" * 13
 _CACHEABLE_LENGTH = 512
 
 
@@ -166,6 +170,7 @@ class Redactor:
         self.policy = policy
         self._texts: dict[str, str] = {}
         self._keys: dict[str, bool] = {}
+        self._secret_sets: dict[tuple[str, ...], frozenset[str]] = {}
 
     def _text(self, value: str) -> str:
         cached = self._texts.get(value)
@@ -200,24 +205,66 @@ class Redactor:
         return value
 
     def attributes(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """The attributes with secrets replaced; the same object when nothing changed."""
+        """The attributes with secrets replaced; the same object when nothing changed.
+
+        Most spans carry nothing to redact, so that is decided first in one pass: the keys
+        (their set of secret ones is cached per key tuple — spans of one kind share it) and one
+        search over all string values joined; only a span that may hold a secret is walked
+        value by value."""
         if not attributes:
             return attributes
+        plain = _plain(attributes)
+        keys = tuple(plain)
+        secret = self._secret_sets.get(keys)
+        if secret is None:
+            secret = frozenset(key for key in keys if self._secret_key(key))
+            if len(self._secret_sets) >= _CACHE_LIMIT:
+                self._secret_sets.clear()
+            self._secret_sets[keys] = secret
+        if not secret and not self._may_hold_secret(plain):
+            return attributes
         changed: dict[str, Any] | None = None
-        for key, value in attributes.items():
-            if isinstance(value, int | float) and not self._secret_key(key):
+        for key, value in plain.items():
+            if isinstance(value, int | float) and key not in secret:
                 continue
             new = self._value(key, value)
             if new is not value and new != value:
                 if changed is None:
-                    changed = dict(attributes)
+                    changed = dict(plain)
                 changed[key] = new
         return attributes if changed is None else changed
+
+    def _may_hold_secret(self, plain: Mapping[str, Any]) -> bool:
+        # Comprehensions, not a loop with branches: this runs for every span.
+        values = plain.values()
+        texts = [value for value in values if type(value) is str]
+        for value in [value for value in values if type(value) is tuple or type(value) is list]:
+            texts.extend(item for item in value if type(item) is str)
+        if not texts:
+            return False
+        if self.policy.url_query and not _QUERY_KEYS.isdisjoint(plain):
+            return True
+        return self._suspect(_SEPARATOR.join(texts))
+
+    def _suspect(self, text: str) -> bool:
+        policy = self.policy
+        if policy.email and "@" in text:
+            return True
+        if policy.url_query and "?" in text:
+            return True
+        # 13 digits in a row once spaces and dashes are gone: a C-speed test the regex (slow on
+        # the many digits of ids and addresses) only has to confirm.
+        if policy.card and _THIRTEEN_DIGITS in text.translate(_DIGITS_ONLY):
+            return True
+        return any(pattern.search(text) is not None for pattern in policy.patterns)
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """``span``, or a copy of it with every secret replaced."""
         # The SDK's properties build a new view on every read: read each once.
-        original_attributes, original_events, original_links = span.attributes, span.events, span.links
+        original_attributes = getattr(span, "_attributes", None)
+        if original_attributes is None:
+            original_attributes = span.attributes
+        original_events, original_links = span.events, span.links
         name = self._text(span.name) if span.name else span.name
         attributes = self.attributes(original_attributes)
         events = _each(original_events, self._event)
@@ -260,6 +307,13 @@ class Redactor:
     def _link(self, link: Link) -> Link:
         attributes = self.attributes(link.attributes)
         return link if attributes is link.attributes else Link(link.context, attributes)
+
+
+def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The dict behind the SDK's attribute views (a mappingproxy of BoundedAttributes), which
+    iterate in Python; anything else as it is."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else attributes
 
 
 def _each(items: Sequence[Any], redact: Callable[[Any], Any]) -> Sequence[Any]:
