@@ -211,54 +211,25 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
             post(collector, otlp(deep_spans[chunk : chunk + 2000], "deep"))
         found.cyclic = hexid(128)
         a, b, c, d = (hexid(64) for _ in range(4))
-        post(
-            collector,
-            otlp(
-                [
-                    {
-                        "trace_id": found.cyclic,
-                        "span_id": a,
-                        "parent": c,
-                        "name": "cycle a",
-                        "start": now,
-                        "end": now + 90 * MS,
-                    },
-                    {
-                        "trace_id": found.cyclic,
-                        "span_id": b,
-                        "parent": a,
-                        "name": "cycle b",
-                        "start": now + 10 * MS,
-                        "end": now + 80 * MS,
-                    },
-                    {
-                        "trace_id": found.cyclic,
-                        "span_id": c,
-                        "parent": b,
-                        "name": "cycle c",
-                        "start": now + 20 * MS,
-                        "end": now + 70 * MS,
-                    },
-                    {
-                        "trace_id": found.cyclic,
-                        "span_id": d,
-                        "parent": d,
-                        "name": "own parent",
-                        "start": now + 30 * MS,
-                        "end": now + 60 * MS,
-                    },
-                    {
-                        "trace_id": found.cyclic,
-                        "span_id": d,
-                        "parent": a,
-                        "name": "same id",
-                        "start": now + 40 * MS,
-                        "end": now + 50 * MS,
-                    },
-                ],
-                "broken-sdk",
-            ),
-        )
+        broken_shapes = [  # (span id, parent, name, start ms, end ms)
+            (a, c, "cycle a", 0, 90),  # a → c → b → a
+            (b, a, "cycle b", 10, 80),
+            (c, b, "cycle c", 20, 70),
+            (d, d, "own parent", 30, 60),
+            (d, a, "same id", 40, 50),
+        ]
+        spans = [
+            {
+                "trace_id": found.cyclic,
+                "span_id": span_id,
+                "parent": parent,
+                "name": name,
+                "start": now + start * MS,
+                "end": now + end * MS,
+            }
+            for span_id, parent, name, start, end in broken_shapes
+        ]
+        post(collector, otlp(spans, "broken-sdk"))
         yield found
 
 

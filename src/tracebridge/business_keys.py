@@ -30,6 +30,8 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Setter, default_setter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from tracebridge.span_copy import replaced
+
 _BAGGAGE = W3CBaggagePropagator()
 _active: BusinessKeysProcessor | None = None
 
@@ -179,20 +181,7 @@ def _with_keys(span: ReadableSpan, keys: Mapping[str, str]) -> ReadableSpan:
     missing = {name: value for name, value in keys.items() if name not in attributes}
     if not missing:
         return span
-    return ReadableSpan(
-        name=span.name,
-        context=span.get_span_context(),
-        parent=span.parent,
-        resource=span.resource,
-        attributes={**attributes, **missing},
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return replaced(span, attributes={**attributes, **missing})
 
 
 class BusinessKeysResponsePropagator:

@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
+from tracebridge.span_copy import replaced
+
 REDACTED = "REDACTED"  # the OpenTelemetry semantic conventions' placeholder (url.full, url.query)
 BUILTIN_RULES = ("card", "email", "url-query", "headers")
 
@@ -191,8 +193,8 @@ class Redactor:
                 self._keys[key] = secret
         return secret
 
-    def _value(self, key: str, value: Any) -> Any:
-        if self._secret_key(key):
+    def _value(self, key: str, value: Any, secret: bool) -> Any:
+        if secret:
             if isinstance(value, list | tuple):
                 return tuple(REDACTED for _ in value)
             return REDACTED
@@ -227,7 +229,7 @@ class Redactor:
         for key, value in plain.items():
             if isinstance(value, int | float) and key not in secret:
                 continue
-            new = self._value(key, value)
+            new = self._value(key, value, key in secret)
             if new is not value and new != value:
                 if changed is None:
                     changed = dict(plain)
@@ -282,20 +284,7 @@ class Redactor:
             and status is span.status
         ):
             return span
-        return ReadableSpan(
-            name=name,
-            context=span.get_span_context(),
-            parent=span.parent,
-            resource=span.resource,
-            attributes=attributes,
-            events=events,
-            links=links,
-            kind=span.kind,
-            status=status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        return replaced(span, name=name, attributes=attributes, events=events, links=links, status=status)
 
     def _event(self, event: Event) -> Event:
         attributes = self.attributes(event.attributes)

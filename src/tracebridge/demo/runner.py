@@ -72,17 +72,22 @@ def order_trace(store: SpanStore, order_id: str) -> Trace | None:
     return Trace(spans) if spans else None
 
 
-def is_complete_shipped_trace(trace: Trace) -> bool:
-    """The order's spans from every service, as many as a shipped order produces."""
+def missing_spans(trace: Trace) -> list[tuple[str, str]]:
+    """The (service, kind) pairs of which the trace has fewer than a shipped order produces."""
     counts: dict[tuple[str, str], int] = {}
     for span in trace.spans:
         key = (span.service, span.kind)
         counts[key] = counts.get(key, 0) + 1
+    return [key for key, wanted in SHIPPED_ORDER_SPANS.items() if counts.get(key, 0) < wanted]
+
+
+def is_complete_shipped_trace(trace: Trace) -> bool:
+    """The order's spans from every service, as many as a shipped order produces."""
     # One root: every other span's parent has arrived too (services export independently).
     return (
         len(trace.roots) == 1
         and {span.service for span in trace.spans} >= set(SERVICE_NAMES)
-        and all(counts.get(key, 0) >= wanted for key, wanted in SHIPPED_ORDER_SPANS.items())
+        and not missing_spans(trace)
     )
 
 

@@ -436,7 +436,7 @@ class Soak:
                 if not self.killed_at - 5.0 <= sent_at <= self.killed_at + 0.5:
                     return False
             return True
-        missing = _missing(trace)
+        missing = runner.missing_spans(trace)
         return bool(missing) and placed_at <= self.killed_at and {s for s, _ in missing} == {KILLED_WORKER}
 
     def _side_effects(self, report: Report, ids: list[str]) -> None:
@@ -490,12 +490,6 @@ class Soak:
                 report.spans_dropped += int(lines[-1][1])
 
 
-def _missing(trace: Any) -> list[tuple[str, str]]:
-    """(service, kind) pairs a shipped order's trace has fewer of than it should."""
-    counts = Counter((span.service, span.kind) for span in trace.spans)
-    return [key for key, wanted in runner.SHIPPED_ORDER_SPANS.items() if counts[key] < wanted]
-
-
 def _why_incomplete(trace: Any) -> str:
     if trace is None:
         return "no span found"
@@ -503,7 +497,7 @@ def _why_incomplete(trace: Any) -> str:
     extra = [r for r in trace.roots if not (r.service == "gateway" and r.kind == "SERVER")]
     if extra:
         parts.append("parent missing for " + ", ".join(f"{r.service} {r.name!r}" for r in extra[:3]))
-    missing = _missing(trace)
+    missing = runner.missing_spans(trace)
     if missing:
         parts.append("missing " + ", ".join(f"{service} {kind}" for service, kind in missing))
     return "; ".join(parts) or "incomplete"
