@@ -154,7 +154,7 @@ def test_unknown_trace_id_says_so(jaeger) -> None:
 
 def test_unreachable_source_says_so() -> None:
     result = cli("diagnose", TRACE_ID, "--source", f"http://127.0.0.1:{free_port()}")
-    assert result.returncode == 1 and "cannot reach Jaeger" in result.stderr
+    assert result.returncode == 1 and "cannot reach Jaeger or Tempo" in result.stderr
 
 
 def test_missing_and_empty_store_say_what_to_do(tmp_path) -> None:

@@ -21,7 +21,8 @@ import pytest
 
 from tracebridge.analysis.diagnosis import diagnose
 from tracebridge.analysis.model import Trace
-from tracebridge.collector.store import SpanStore
+from tracebridge.analysis.story import story
+from tracebridge.collector.source import StoreSource
 from tracebridge.demo import runner
 from tracebridge.demo.stack import Faults, Stack
 
@@ -273,7 +274,8 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Data, page) -> None:  # type: ignore[no-untyped-def]
     trace_id = data.main.spans[0].trace_id
-    expected = diagnose(Trace(SpanStore(data.stack.db).trace(trace_id)))
+    whole = story(StoreSource(data.stack.db), trace_id)
+    expected = diagnose(whole)
     page.goto(f"{data.url}/trace/{trace_id}")
     page.wait_for_selector(".row")
     assert page.locator("#verdict").inner_text() == expected.headline
@@ -284,7 +286,7 @@ def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Da
     assert critical == set(expected.critical_span_ids) and critical
     waited = {
         s.span_id
-        for s in SpanStore(data.stack.db).trace(trace_id)
+        for s in whole.spans
         if s.kind == "CONSUMER" and (s.attributes.get("tracebridge.queue_wait_ms") or 0) > 0
     }
     drawn = set(page.locator(".row:has(.qwait)").evaluate_all("rows => rows.map(r => r.dataset.spanId)"))
@@ -295,6 +297,32 @@ def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Da
         wait_box, bar_box = row.locator(".qwait").bounding_box(), row.locator(".bar").bounding_box()
         assert abs(wait_box["x"] + wait_box["width"] - bar_box["x"]) < 2.5
     shot(page, "trace")
+
+
+def test_linked_consumer_traces_show_inline_under_their_send_and_fold(data: Data, page) -> None:  # type: ignore[no-untyped-def]
+    """order-status-worker runs in link mode: each of its process spans is a trace of its own.
+    The order's page shows them under the sends they link to, marked, and folds them away."""
+    trace_id = data.main.spans[0].trace_id
+    whole = story(StoreSource(data.stack.db), trace_id)
+    linked = {s.span_id: s for s in whole.spans if s.span_id in whole.linked_parents}
+    assert linked and all(s.service == "order-status-worker" for s in linked.values())
+    assert all(s.trace_id != trace_id for s in linked.values())
+    page.goto(f"{data.url}/trace/{trace_id}")
+    page.wait_for_selector(".row")
+    ids = page.locator(".row").evaluate_all("rows => rows.map(r => r.dataset.spanId)")
+    for span_id, send_id in whole.linked_parents.items():
+        assert ids.index(span_id) > ids.index(send_id)  # drawn under the send it links to
+    folds = page.locator(".row button.fold")
+    assert folds.count() == len(linked)
+    assert page.locator(".linked-summary").count() == 1
+    before = page.locator(".row").count()
+    first = next(iter(linked))
+    below = sum(1 for s in whole.spans if s.trace_id == linked[first].trace_id)  # its trace's spans
+    page.locator(f'.row[data-span-id="{first}"] button.fold').click()
+    assert page.locator(f'.row[data-span-id="{first}"] button.fold').get_attribute("aria-expanded") == "false"
+    assert page.locator(".row").count() == before - (below - 1)
+    page.locator(f'.row[data-span-id="{first}"] button.fold').click()
+    assert page.locator(".row").count() == before
 
 
 def test_span_details_follow_links_into_another_trace_and_back(data: Data, page) -> None:  # type: ignore[no-untyped-def]

@@ -94,8 +94,9 @@ SourceOption = Annotated[
     str | None,
     typer.Option(
         "--source",
-        help="Trace store path (default ~/.local/share/tracebridge/traces.db), a Jaeger URL "
-        "(http://jaeger:16686) or an OTLP JSON file/folder.",
+        help="Trace store path (default ~/.local/share/tracebridge/traces.db), a Jaeger or Tempo "
+        "URL (jaeger:http://jaeger:16686, tempo:http://tempo:3200; a bare URL is probed) or an "
+        "OTLP JSON file/folder.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -145,8 +146,17 @@ def collector(
             "user.id, messaging.kafka.message.key, error.type). Others are found by scanning the last 24 h.",
         ),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Serve the UI and API over Jaeger or Tempo (jaeger:URL, tempo:URL) or OTLP files "
+            "instead of a store of our own; OTLP intake is then refused.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the OTLP/HTTP receiver, trace store and query API until Ctrl-C."""
+    """Run the OTLP/HTTP receiver, trace store and query API until Ctrl-C (or, with
+    --source, the UI and API over Jaeger, Tempo or files)."""
     import uvicorn
 
     from tracebridge.collector.app import CollectorConfig, build_app
@@ -160,15 +170,43 @@ def collector(
             "give --token (or TRACEBRIDGE_COLLECTOR_TOKEN), or bind 127.0.0.1"
         )
         raise typer.Exit(2)
-    # Without the flag, the store keeps the list it has (a new store starts with the defaults).
-    store = SpanStore(db or DEFAULT_DB, indexed_attributes=index_attribute or None)
     config = CollectorConfig(
         token=token, retention_max_age_s=_parse_age(max_age), retention_max_bytes=_parse_size(max_size)
     )
+    if source is not None:
+        reader = _source(source)
+        console.print(
+            f"UI and API on [bold]http://{host}:{port}[/] over {reader.describe()} (no store, no OTLP intake)"
+        )
+        uvicorn.run(build_app(None, config, reader), host=host, port=port, log_level="warning")
+        return
+    # Without the flag, the store keeps the list it has (a new store starts with the defaults).
+    store = SpanStore(db or DEFAULT_DB, indexed_attributes=index_attribute or None)
     console.print(
         f"collector on [bold]http://{host}:{port}[/] — OTLP at /v1/traces, API at /api — store {store.path}"
     )
     uvicorn.run(build_app(store, config), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def ui(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="Where the spans live: jaeger:http://jaeger:16686, tempo:http://tempo:3200, "
+            "a bare URL (probed), an OTLP JSON file/folder or a store path.",
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="UI and API port.")] = 16700,
+    token: Annotated[str | None, typer.Option(help="Bearer token required on every request.")] = None,
+) -> None:
+    """The UI and query API over spans that live elsewhere (Jaeger, Tempo, files): the same
+    pages and answers — linked traces, verdicts, doctor — without our store."""
+    collector(host=host, port=port, token=token, source=source)
 
 
 def _source(spec: str | None) -> Source:
@@ -212,7 +250,10 @@ def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find:
             if len(found) > 1:
                 errors.print(f"[yellow]{len(found)} traces have {key}={value}; showing the newest[/]")
             trace_id = found[0]
-        return source.trace(trace_id)
+        from tracebridge.analysis.story import story
+
+        # The order's story: the trace and every trace linked to it by a consumer's link.
+        return story(source, trace_id)
     except TraceNotFound:
         errors.print(f"[red]tracebridge:[/] no trace {trace_id} in {source.describe()}")
         raise typer.Exit(1) from None
@@ -353,6 +394,7 @@ EXTRAS_FOR_VERB = {
     "demo": "eshop,embedded,collector",
     "up": "eshop,embedded,collector",
     "collector": "collector",
+    "ui": "collector",
     "broker": "embedded",
 }
 # A module some commands need, and the extra that installs it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracebridge.analysis import messaging
 from tracebridge.analysis.model import SpanRecord, Trace
 
 PROCESSING = "processing"
@@ -35,25 +36,6 @@ class Segment:
     @property
     def duration_ns(self) -> int:
         return max(0, self.end_ns - self.start_ns)
-
-
-def topic_of(span: SpanRecord) -> str | None:
-    """The topic a send/process/receive span is about."""
-    value = span.attributes.get("messaging.destination.name")
-    if isinstance(value, str) and value:
-        return value
-    for prefix in ("send ", "process ", "receive "):
-        if span.name.startswith(prefix):
-            return span.name[len(prefix) :]
-    return None
-
-
-def measured_queue_wait_ns(span: SpanRecord) -> int | None:
-    """The queue wait the consumer measured (``tracebridge.queue_wait_ms``), if it did."""
-    measured = span.attributes.get("tracebridge.queue_wait_ms")
-    if isinstance(measured, int | float) and not isinstance(measured, bool):
-        return max(0, int(float(measured) * 1e6))
-    return None
 
 
 def reaches(trace: Trace) -> dict[str, int]:
@@ -87,7 +69,11 @@ def critical_path(trace: Trace) -> CriticalPath:
     if not trace.spans:
         return CriticalPath((), frozenset())
     reach = reaches(trace)
-    root = max(trace.roots, key=lambda span: reach[span.span_id])
+    # An order's story starts in the trace that began first (the order's own); a batch's poll
+    # trace joined to it by links may reach later (other orders' records) but is not the start.
+    first = trace.spans[0].trace_id
+    roots = [root for root in trace.roots if root.trace_id == first] or trace.roots
+    root = max(roots, key=lambda span: reach[span.span_id])
     segments: list[Segment] = []
     # An explicit stack, not recursion: a long chain of hops must not hit the recursion limit.
     work = [(root, reach[root.span_id])]
@@ -151,16 +137,17 @@ def _own_time(
     """A span's own time, categorised by what the span is and what it leads to."""
     if end <= start:
         return []
-    if span.kind == "CLIENT":
+    span_role = messaging.role(span)
+    if span.kind == "CLIENT" and span_role is None:
         callee = next_child or next(iter(trace.children.get(span.span_id, [])), None)
         peer = callee.service if callee is not None else None
         return [Segment(NETWORK, span.service, span.span_id, start, end, peer=peer)]
-    if span.kind == "PRODUCER":
-        topic = topic_of(span)
-        if next_child is not None and next_child.kind == "CONSUMER":
+    if span_role == messaging.SEND:
+        topic = messaging.topic(span)
+        if next_child is not None and messaging.is_consumer(next_child):
             published = min(end, max(start, span.end_ns))
             wait_start = published
-            measured = measured_queue_wait_ns(next_child)
+            measured = messaging.measured_queue_wait_ns(next_child)
             if measured is not None:
                 # The consumer measured the wait against the record timestamp (≈ send start);
                 # trust it over cross-host span timestamps, within this stretch.

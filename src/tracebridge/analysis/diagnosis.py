@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tracebridge.analysis import messaging
 from tracebridge.analysis.critical_path import (
     NETWORK,
     PROCESSING,
@@ -14,8 +15,6 @@ from tracebridge.analysis.critical_path import (
     QUEUE_WAIT,
     Segment,
     critical_path,
-    measured_queue_wait_ns,
-    topic_of,
 )
 from tracebridge.analysis.model import SpanRecord, Trace
 
@@ -48,6 +47,7 @@ class Hop:
     clock_skew: bool
     attempt: int
     failed: bool
+    linked: bool = False  # joined to its producer by a link only (a new trace per record, a batch)
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class Diagnosis:
     dead_letters: tuple[DeadLetter, ...]
     broken_hops: int
     critical_span_ids: frozenset[str] = field(default_factory=frozenset)
+    linked_trace_ids: tuple[str, ...] = ()  # the story's other traces, joined by links
 
     @property
     def end_to_end_ns(self) -> int:
@@ -144,36 +145,42 @@ class Diagnosis:
         return f"{self.verdict.share:.0%} of {format_duration(self.end_to_end_ns)}: {self.verdict.where}"
 
 
-def _is_consumer(span: SpanRecord) -> bool:
-    return span.kind == "CONSUMER"
-
-
 def producer_of(trace: Trace, span: SpanRecord) -> SpanRecord | None:
-    """The send span a process span's record came from: its parent, else a linked span."""
-    parent = trace.by_id.get(span.parent_span_id or "")
-    if parent is not None and parent.kind == "PRODUCER":
+    """The send span a consumer span's record came from: the send it hangs under (its parent,
+    or the send it links to), else any linked send."""
+    parent = trace.parent(span)
+    if parent is not None and messaging.is_send(parent):
         return parent
     for link in span.links:
         target = trace.by_id.get(link.span_id)
-        if target is not None and target.kind == "PRODUCER":
+        if target is not None and messaging.is_send(target):
             return target
     return None
 
 
 def hops(trace: Trace) -> list[Hop]:
-    """Every send→process edge with publish time, queue wait and processing time.
+    """Every send→consumer edge with publish time, queue wait and processing time.
 
-    Queue wait comes from ``tracebridge.queue_wait_ms`` when the consumer measured it, else
-    from span timestamps; a negative gap is clock skew, reported as such and counted as 0.
+    A record's hop ends at the span that processed it; a poll/receive span is the hop only for
+    a record no process span handled.  Queue wait is what the consumer measured
+    (``tracebridge.queue_wait_ms``, the Java agent's ``kafka.record.queue_time_ms``), else the
+    gap between the spans; a negative gap is clock skew, reported as such and counted as 0.
     """
     found = []
+    joined: dict[str, list[tuple[SpanRecord, SpanRecord]]] = {messaging.PROCESS: [], messaging.RECEIVE: []}
     for span in trace.spans:
-        if not _is_consumer(span):
+        role = messaging.role(span)
+        if role != messaging.PROCESS and role != messaging.RECEIVE:
             continue
         send = producer_of(trace, span)
-        if send is None:
-            continue
-        measured = measured_queue_wait_ns(span)
+        if send is not None:
+            joined[role].append((span, send))
+    processed = {send.span_id for _span, send in joined[messaging.PROCESS]}
+    pairs = joined[messaging.PROCESS] + [
+        (span, send) for span, send in joined[messaging.RECEIVE] if send.span_id not in processed
+    ]
+    for span, send in pairs:
+        measured = messaging.measured_queue_wait_ns(span)
         skew = span.attributes.get("tracebridge.clock_skew") is True
         if measured is not None:
             wait = measured
@@ -183,7 +190,7 @@ def hops(trace: Trace) -> list[Hop]:
                 skew, wait = True, 0
         found.append(
             Hop(
-                topic=topic_of(span) or topic_of(send) or "?",
+                topic=messaging.topic(span) or messaging.topic(send) or "?",
                 producer=send.service,
                 consumer=span.service,
                 send_span_id=send.span_id,
@@ -192,8 +199,9 @@ def hops(trace: Trace) -> list[Hop]:
                 queue_wait_ns=max(0, wait),
                 processing_ns=span.duration_ns,
                 clock_skew=skew,
-                attempt=_attempt(span),
+                attempt=messaging.attempt(span),
                 failed=span.status == "ERROR",
+                linked=span.span_id in trace.linked_parents,
             )
         )
     return sorted(found, key=lambda hop: trace.by_id[hop.process_span_id].start_ns)
@@ -226,37 +234,34 @@ def retries(trace: Trace) -> list[Retry]:
     a redelivery after a consumer process died — by two process spans of one offset."""
     deliveries: dict[tuple[str, str, int, str], list[SpanRecord]] = defaultdict(list)
     for span in trace.spans:
-        if not _is_consumer(span):
+        if messaging.role(span) != messaging.PROCESS:
             continue
-        offset = span.attributes.get("messaging.kafka.offset")
-        if not isinstance(offset, int):
+        offset = messaging.offset(span)
+        if offset is None:
             continue
         key = (
-            topic_of(span) or "?",
-            str(span.attributes.get("messaging.destination.partition.id", "?")),
+            messaging.topic(span) or "?",
+            messaging.partition(span) or "?",
             offset,
-            str(span.attributes.get("messaging.consumer.group.name", span.service)),
+            messaging.group(span) or span.service,
         )
         deliveries[key].append(span)
     out = []
     for (topic, partition, offset, group), spans in deliveries.items():
-        counted = max(_attempt(s) for s in spans)
+        counted = max(messaging.attempt(s) for s in spans)
         count = max(len(spans), counted)
         if count > 1:
             out.append(Retry(topic, partition, offset, group, spans[-1].service, count))
     return out
 
 
-def _attempt(span: SpanRecord) -> int:
-    value = span.attributes.get("tracebridge.delivery.attempt", 1)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 1
-
-
 def dead_letters(trace: Trace) -> list[DeadLetter]:
     return [
         DeadLetter(topic, span.service, span.span_id)
         for span in trace.spans
-        if span.kind == "PRODUCER" and (topic := topic_of(span)) and topic.endswith(DEAD_LETTER_SUFFIXES)
+        if messaging.is_send(span)
+        and (topic := messaging.topic(span))
+        and topic.endswith(DEAD_LETTER_SUFFIXES)
     ]
 
 
@@ -310,6 +315,7 @@ def diagnose(trace: Trace) -> Diagnosis:
         failures=tuple(failures(trace)),
         retries=tuple(retries(trace)),
         dead_letters=tuple(dead_letters(trace)),
-        broken_hops=sum(1 for s in trace.spans if s.attributes.get("tracebridge.context.source") == "none"),
+        broken_hops=sum(1 for s in trace.spans if messaging.context_broken(s)),
         critical_span_ids=path.span_ids,
+        linked_trace_ids=tuple(sorted(trace.trace_ids - {trace.spans[0].trace_id})),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tracebridge.analysis.critical_path import topic_of
+from tracebridge.analysis import messaging
 from tracebridge.analysis.diagnosis import DEAD_LETTER_SUFFIXES
 from tracebridge.analysis.model import SpanRecord
 
@@ -40,22 +40,25 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
     consumed: set[tuple[str, str]] = set()
     groups: dict[tuple[str, str, str, str, str], list[str]] = defaultdict(list)
     for span in spans:
-        if span.kind != "CONSUMER":
+        role = messaging.role(span)
+        if role != messaging.PROCESS and role != messaging.RECEIVE:
             continue
         if span.parent_span_id:
             consumed.add((span.trace_id, span.parent_span_id))
         for link in span.links:
             consumed.add((link.trace_id, link.span_id))
-        consumer_topic = topic_of(span) or "?"
-        if span.attributes.get("tracebridge.context.source") == "none":
+        consumer_topic = messaging.topic(span) or "?"
+        if messaging.context_broken(span):
             reason = str(span.attributes.get("tracebridge.context.problem") or "missing")
             groups[(NO_CONTEXT, reason, consumer_topic, "?", span.service)].append(span.trace_id)
-        elif span.parent_span_id is None and not span.links:
+        elif role == messaging.PROCESS and span.parent_span_id is None and not span.links:
+            # A link-only consumer (a new trace per record, a batch) is a hop, not a break;
+            # a poll/receive root is the batch its process spans hang under.
             groups[(CONSUMER_ROOT, "", consumer_topic, "?", span.service)].append(span.trace_id)
     cutoff = now_ns - int(unprocessed_after_s * 1e9)
     for span in spans:
-        topic = topic_of(span)
-        if span.kind != "PRODUCER" or topic is None or topic.endswith(DEAD_LETTER_SUFFIXES):
+        topic = messaging.topic(span)
+        if not messaging.is_send(span) or topic is None or topic.endswith(DEAD_LETTER_SUFFIXES):
             continue
         if span.status == "ERROR" or span.end_ns > cutoff:
             continue  # never reached the broker, or too recent to judge

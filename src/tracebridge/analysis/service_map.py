@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracebridge.analysis import messaging
 from tracebridge.analysis.model import SpanRecord
 
 
@@ -42,8 +43,8 @@ def service_map(spans: Iterable[SpanRecord]) -> list[dict[str, Any]]:
     def add(upstream: SpanRecord, downstream: SpanRecord) -> None:
         if upstream.service == downstream.service:
             return
-        is_async = upstream.kind == "PRODUCER" and downstream.kind == "CONSUMER"
-        topic = str(downstream.attributes.get("messaging.destination.name", "")) or None if is_async else None
+        is_async = messaging.is_send(upstream) and messaging.is_consumer(downstream)
+        topic = (messaging.topic(downstream) or messaging.topic(upstream)) if is_async else None
         key = (upstream.service, downstream.service, "async" if is_async else "sync", topic)
         edge = edges.setdefault(key, _Edge(*key))
         latency = (downstream.start_ns - upstream.start_ns) if is_async else downstream.duration_ns

@@ -1,21 +1,41 @@
 """Where spans come from, as far as the analysis cares: any :class:`Source`.
 
 The embedded store's source lives with the store (the collector); here are the ones that read
-other people's systems: a Jaeger query API (its v3 OTLP JSON API, or the classic JSON API) and
-OTLP JSON files.  Each turns what it reads into :class:`SpanRecord` and nothing else.
+the backends teams already run — a Jaeger query API (v3 OTLP JSON, or the classic JSON API;
+Jaeger v2 on any storage serves both), Grafana Tempo's API (``/api/v2/traces``, TraceQL search)
+— and OTLP JSON files.  Each turns what it reads into :class:`SpanRecord` and nothing else, and
+answers the same questions, so the CLI and the collector's UI run over any of them.
+
+Following a link *backwards* (which traces link into this one?) is what Jaeger and Tempo's own
+UIs can't do (jaeger#4516, tempo#4918).  Tempo can search for it (TraceQL ``link:traceID``);
+Jaeger can't, so its source looks among the traces of the minutes after the trace (bounded).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from tracebridge.analysis.model import KINDS, EventRecord, LinkRecord, SpanRecord, Trace, attribute_matches
+from tracebridge.analysis.model import (
+    KINDS,
+    EventRecord,
+    LinkRecord,
+    SpanRecord,
+    Trace,
+    TraceSummary,
+    attribute_matches,
+    summarize,
+)
 from tracebridge.otlp import InvalidOtlp, parse_json, records
+
+LINK_WINDOW_S = 600.0  # how long after a trace Jaeger's source looks for traces linking to it
 
 
 class TraceNotFound(LookupError):
@@ -49,6 +69,61 @@ class Source(Protocol):
         """Spans that started at or after ``since_ns`` (for the doctor)."""
         ...
 
+    def linked_to(self, trace_id: str) -> list[SpanRecord]:
+        """Spans of *other* traces with a link into ``trace_id`` (link-only consumers)."""
+        ...
+
+    def services(self) -> list[str]:
+        """Every service the source has spans of."""
+        ...
+
+    def search(self, query: SearchQuery) -> list[TraceSummary]:
+        """Traces matching every filter of ``query``, newest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """The UI's and API's search filters, whatever the source."""
+
+    services: tuple[str, ...] = ()
+    name: str | None = None
+    attribute: tuple[str, str] | None = None
+    min_duration_ns: int | None = None
+    errors_only: bool = False
+    start_ns: int | None = None
+    end_ns: int | None = None
+    limit: int = 20
+    offset: int = 0
+
+    def matches(self, trace: TraceSummary, spans: list[SpanRecord]) -> bool:
+        """Whether one trace passes every filter (sources that filter in memory)."""
+        if any(service not in trace.services for service in self.services):
+            return False
+        if self.name and not any(span.name == self.name for span in spans):
+            return False
+        if self.attribute and not any(
+            attribute_matches(span.attributes.get(self.attribute[0]), self.attribute[1]) for span in spans
+        ):
+            return False
+        if self.min_duration_ns and trace.duration_ns < self.min_duration_ns:
+            return False
+        if self.errors_only and not trace.error_count:
+            return False
+        if self.start_ns is not None and trace.end_ns < self.start_ns:
+            return False
+        return self.end_ns is None or trace.start_ns <= self.end_ns
+
+
+def _search_in_memory(traces: dict[str, list[SpanRecord]], query: SearchQuery) -> list[TraceSummary]:
+    found = []
+    for spans in traces.values():
+        summary = summarize(spans)
+        if query.matches(summary, spans):
+            found.append(summary)
+    found.sort(key=lambda summary: summary.start_ns, reverse=True)
+    return found[query.offset : query.offset + query.limit]
+
 
 class SpanListSource:
     """Spans already in memory (files, tests)."""
@@ -75,6 +150,23 @@ class SpanListSource:
 
     def recent_spans(self, since_ns: int) -> list[SpanRecord]:
         return [span for span in self.spans if span.start_ns >= since_ns]
+
+    def linked_to(self, trace_id: str) -> list[SpanRecord]:
+        wanted = trace_id.lower()
+        return [
+            span
+            for span in self.spans
+            if span.trace_id != wanted and any(link.trace_id == wanted for link in span.links)
+        ]
+
+    def services(self) -> list[str]:
+        return sorted({span.service for span in self.spans})
+
+    def search(self, query: SearchQuery) -> list[TraceSummary]:
+        traces: dict[str, list[SpanRecord]] = {}
+        for span in self.spans:
+            traces.setdefault(span.trace_id, []).append(span)
+        return _search_in_memory(traces, query)
 
 
 def file_source(path: Path) -> SpanListSource:
@@ -145,11 +237,56 @@ class JaegerSource:
             raise TraceNotFound(trace_id)
         return Trace(spans)
 
-    def _services(self) -> list[str]:
+    def services(self) -> list[str]:
         response = self._get("/api/services")
         if response.status_code != 200:
             raise SourceUnavailable(f"Jaeger answered {response.status_code} for /api/services")
-        return [str(name) for name in response.json().get("data") or []]
+        return sorted(str(name) for name in response.json().get("data") or [])
+
+    def _traces(self, params: dict[str, Any]) -> dict[str, list[SpanRecord]]:
+        """Whole traces of every service (Jaeger searches one service at a time)."""
+        found: dict[str, list[SpanRecord]] = {}
+        for service in self.services():
+            for raw in self._search({**params, "service": service}):
+                spans = jaeger_spans(raw)
+                if spans:
+                    found[spans[0].trace_id] = spans
+        return found
+
+    def linked_to(self, trace_id: str) -> list[SpanRecord]:
+        """Jaeger can't be asked who links to a trace: look among the traces that started
+        while it ran and in the :data:`LINK_WINDOW_S` after (a consumer behind a backlog)."""
+        wanted = trace_id.lower()
+        own = self.trace(wanted)
+        start_us = min(span.start_ns for span in own.spans) // 1000
+        end_us = max(span.end_ns for span in own.spans) // 1000 + int(LINK_WINDOW_S * 1e6)
+        out: list[SpanRecord] = []
+        for other, spans in self._traces({"start": start_us, "end": end_us, "limit": 200}).items():
+            if other != wanted:
+                out.extend(s for s in spans if any(link.trace_id == wanted for link in s.links))
+        return out
+
+    def search(self, query: SearchQuery) -> list[TraceSummary]:
+        params: dict[str, Any] = {"limit": max(query.limit + query.offset, 20)}
+        if query.attribute is not None:
+            params["tags"] = json.dumps({query.attribute[0]: query.attribute[1]})
+        if query.min_duration_ns:
+            params["minDuration"] = f"{query.min_duration_ns // 1000}us"
+        if query.start_ns is not None:
+            params["start"] = query.start_ns // 1000
+        if query.end_ns is not None:
+            params["end"] = query.end_ns // 1000
+        if query.errors_only:
+            params["tags"] = json.dumps({**json.loads(params.get("tags", "{}")), "error": "true"})
+        if query.services:
+            traces: dict[str, list[SpanRecord]] = {}
+            for raw in self._search({**params, "service": query.services[0]}):
+                spans = jaeger_spans(raw)
+                if spans:
+                    traces[spans[0].trace_id] = spans
+        else:
+            traces = self._traces(params)
+        return _search_in_memory(traces, SearchQuery(**{**query.__dict__, "attribute": None}))
 
     def _search(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         response = self._get("/api/traces", params)
@@ -159,7 +296,7 @@ class JaegerSource:
 
     def find(self, key: str, value: str, limit: int = 20) -> list[str]:
         found: dict[str, int] = {}
-        for service in self._services():
+        for service in self.services():
             for trace in self._search({"service": service, "tags": json.dumps({key: value}), "limit": limit}):
                 spans = jaeger_spans(trace)
                 if spans:
@@ -168,7 +305,7 @@ class JaegerSource:
 
     def recent_spans(self, since_ns: int) -> list[SpanRecord]:
         spans: dict[tuple[str, str], SpanRecord] = {}
-        for service in self._services():
+        for service in self.services():
             for trace in self._search({"service": service, "start": since_ns // 1000, "limit": 1000}):
                 for span in jaeger_spans(trace):
                     spans[(span.trace_id, span.span_id)] = span
@@ -261,12 +398,158 @@ def jaeger_spans(trace: dict[str, Any]) -> list[SpanRecord]:
     return out
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _hex_id(value: object, size: int) -> object:
+    """An id as Tempo writes it (base64 of the bytes, protojson's default) or as OTLP JSON
+    does (hex) — always hex out; anything else is left for the parser to reject."""
+    if not isinstance(value, str) or not value:
+        return value
+    if len(value) == size * 2 and set(value) <= _HEX:
+        return value.lower()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return value
+    return raw.hex() if len(raw) == size else value
+
+
+def otlp_from_tempo(document: Any) -> dict[str, Any]:
+    """Tempo's trace JSON (``{"trace": {"resourceSpans"}}`` from ``/api/v2/traces``,
+    ``{"batches"}`` from ``/api/traces``, base64 ids) as standard OTLP JSON."""
+    if not isinstance(document, dict):
+        raise InvalidSource("Tempo answered something that is not a trace document")
+    body = document.get("trace", document)
+    if not isinstance(body, dict):
+        raise InvalidSource("Tempo's trace document has no trace")
+    resource_spans = body.get("resourceSpans") or body.get("batches") or []
+    for resource in resource_spans if isinstance(resource_spans, list) else []:
+        scopes = resource.get("scopeSpans") or resource.pop("instrumentationLibrarySpans", None) or []
+        resource["scopeSpans"] = scopes
+        for scope in scopes:
+            for span in scope.get("spans") or []:
+                for key, size in (("traceId", 16), ("spanId", 8), ("parentSpanId", 8)):
+                    if key in span:
+                        span[key] = _hex_id(span[key], size)
+                for link in span.get("links") or []:
+                    for key, size in (("traceId", 16), ("spanId", 8)):
+                        if key in link:
+                            link[key] = _hex_id(link[key], size)
+    return {"resourceSpans": resource_spans if isinstance(resource_spans, list) else []}
+
+
+def _traceql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class TempoSource:
+    """A Grafana Tempo query frontend (``http://tempo:3200``): traces by id from
+    ``/api/v2/traces/{id}``, search with TraceQL on ``/api/search``, links with ``link:traceID``."""
+
+    def __init__(self, url: str, timeout: float = 10.0, lookback_s: float = 24 * 3600) -> None:
+        self.url = url.rstrip("/")
+        self.lookback_s = lookback_s
+        self.client = httpx.Client(timeout=timeout)
+
+    def describe(self) -> str:
+        return f"Tempo at {self.url}"
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            return self.client.get(f"{self.url}{path}", params=params)
+        except httpx.HTTPError as error:
+            raise SourceUnavailable(f"cannot reach Tempo at {self.url}: {error}") from error
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        if response.status_code != 200:
+            detail = response.text.strip()[:200]
+            raise SourceUnavailable(f"Tempo answered {response.status_code} for {what}: {detail}")
+        try:
+            return response.json()
+        except ValueError as error:
+            raise SourceUnavailable(f"Tempo answered {what} with something that is not JSON") from error
+
+    def trace(self, trace_id: str) -> Trace:
+        response = self._get(f"/api/v2/traces/{trace_id.lower()}")
+        if response.status_code == 404:
+            raise TraceNotFound(trace_id)
+        document = otlp_from_tempo(self._json(response, f"trace {trace_id}"))
+        try:
+            spans = records(parse_json(json.dumps(document)))
+        except InvalidOtlp as error:
+            raise SourceUnavailable(f"Tempo's trace {trace_id} is not OTLP JSON: {error}") from error
+        if not spans:
+            raise TraceNotFound(trace_id)
+        return Trace(spans)
+
+    def _search(
+        self, traceql: str, limit: int, start_ns: int | None = None, end_ns: int | None = None
+    ) -> list[str]:
+        """Trace ids (hex, 32 digits) of a TraceQL search, newest first."""
+        now = time.time()
+        params: dict[str, Any] = {
+            "q": traceql,
+            "limit": limit,
+            "start": int(start_ns / 1e9) if start_ns is not None else int(now - self.lookback_s),
+            "end": int(end_ns / 1e9) + 1 if end_ns is not None else int(now) + 1,
+        }
+        found = self._json(self._get("/api/search", params), f"the search {traceql}")
+        traces = [t for t in found.get("traces") or [] if isinstance(t, dict) and t.get("traceID")]
+        traces.sort(key=lambda t: int(t.get("startTimeUnixNano") or 0), reverse=True)
+        return [str(t["traceID"]).lower().rjust(32, "0") for t in traces]
+
+    def find(self, key: str, value: str, limit: int = 20) -> list[str]:
+        return self._search(f"{{ .{key} = {_traceql_string(value)} }}", limit)
+
+    def linked_to(self, trace_id: str) -> list[SpanRecord]:
+        wanted = trace_id.lower()
+        out: list[SpanRecord] = []
+        for other in self._search(f"{{ link:traceID = {_traceql_string(wanted)} }}", 100):
+            if other != wanted:
+                spans = self.trace(other).spans
+                out.extend(s for s in spans if any(link.trace_id == wanted for link in s.links))
+        return out
+
+    def recent_spans(self, since_ns: int) -> list[SpanRecord]:
+        spans: list[SpanRecord] = []
+        for trace_id in self._search("{ }", 200, start_ns=since_ns):
+            spans.extend(span for span in self.trace(trace_id).spans if span.start_ns >= since_ns)
+        return spans
+
+    def services(self) -> list[str]:
+        found = self._json(self._get("/api/v2/search/tag/resource.service.name/values"), "the services")
+        return sorted(str(v.get("value")) for v in found.get("tagValues") or [] if isinstance(v, dict))
+
+    def search(self, query: SearchQuery) -> list[TraceSummary]:
+        conditions = [f"resource.service.name = {_traceql_string(name)}" for name in query.services[:1]]
+        if query.name:
+            conditions.append(f"name = {_traceql_string(query.name)}")
+        if query.attribute is not None:
+            conditions.append(f".{query.attribute[0]} = {_traceql_string(query.attribute[1])}")
+        if query.errors_only:
+            conditions.append("status = error")
+        traceql = "{ " + " && ".join(conditions) + " }" if conditions else "{ }"
+        if query.min_duration_ns:
+            traceql += f" | select(traceDuration) && {{ traceDuration >= {query.min_duration_ns // 1000}us }}"
+        ids = self._search(traceql, query.limit + query.offset, query.start_ns, query.end_ns)
+        traces = {trace_id: self.trace(trace_id).spans for trace_id in ids[query.offset :]}
+        rest = SearchQuery(services=query.services[1:], start_ns=query.start_ns, limit=query.limit)
+        return _search_in_memory(traces, rest)
+
+
 def open_source(spec: str | None, default_store: Any = None) -> Source:
-    """``--source``: an http(s) URL is Jaeger, a .json file or folder is OTLP JSON; anything
-    else (or nothing) is the embedded store, which the caller provides as ``default_store``
-    (a function from path to Source) because the store belongs to the collector."""
+    """``--source``: ``jaeger:URL`` or ``tempo:URL`` (a bare http(s) URL is asked: Tempo
+    answers ``/api/echo``, Jaeger doesn't), a .json file or folder is OTLP JSON; anything else
+    (or nothing) is the embedded store, which the caller provides as ``default_store`` (a
+    function from path to Source) because the store belongs to the collector."""
+    if spec and spec.startswith(("jaeger:", "tempo:")):
+        kind, _, url = spec.partition(":")
+        if not url.startswith(("http://", "https://")):
+            raise InvalidSource(f"{spec!r}: give {kind}:http://host:port")
+        return JaegerSource(url) if kind == "jaeger" else TempoSource(url)
     if spec and spec.startswith(("http://", "https://")):
-        return JaegerSource(spec)
+        return TempoSource(spec) if _is_tempo(spec) else JaegerSource(spec)
     if spec:
         path = Path(spec).expanduser()
         if path.is_dir() or path.suffix in (".json", ".jsonl"):
@@ -275,7 +558,16 @@ def open_source(spec: str | None, default_store: Any = None) -> Source:
             return file_source(path)
     if default_store is None:
         raise InvalidSource(
-            f"cannot read {spec!r}: give an http(s) Jaeger URL, an OTLP .json file or a store path"
+            f"cannot read {spec!r}: give a Jaeger or Tempo URL (jaeger:http://…, tempo:http://…), "
+            "an OTLP .json file or a store path"
         )
     source: Source = default_store(spec)
     return source
+
+
+def _is_tempo(url: str) -> bool:
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/echo", timeout=5.0)
+    except httpx.HTTPError as error:
+        raise SourceUnavailable(f"cannot reach Jaeger or Tempo at {url}: {error}") from error
+    return response.status_code == 200 and response.text.strip() == "echo"

@@ -36,8 +36,11 @@ from tracebridge.analysis.diagnosis import diagnose
 from tracebridge.analysis.doctor import doctor
 from tracebridge.analysis.model import SpanRecord, Trace
 from tracebridge.analysis.service_map import service_map
+from tracebridge.analysis.sources import SearchQuery, Source, SourceUnavailable, TraceNotFound
+from tracebridge.analysis.story import story
 from tracebridge.collector import ui
-from tracebridge.collector.store import PreparedBatch, SpanStore, TraceNotFound, WriteResult
+from tracebridge.collector.source import StoreSource
+from tracebridge.collector.store import PreparedBatch, SpanStore, WriteResult
 from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
 
 PROTOBUF = "application/x-protobuf"
@@ -178,13 +181,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starlette:
-    """The collector's ASGI application."""
+def build_app(
+    store: SpanStore | None, config: CollectorConfig | None = None, source: Source | None = None
+) -> Starlette:
+    """The collector's ASGI application: OTLP in and the query API over ``store``, or — with
+    ``source`` (Jaeger, Tempo, files) and no store — the same pages and answers over spans that
+    live elsewhere, ingestion refused with a pointer to where spans go instead."""
     config = config or CollectorConfig()
-    writer = _Writer(store, config)
+    writer = _Writer(store, config) if store is not None else None
+    if source is None:
+        if store is None:
+            raise ValueError("a collector needs a store or a source")
+        source = StoreSource(store=store)
+    reader: Source = source
 
     async def ingest(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if writer is None or store is None:
+            message = f"this collector reads {reader.describe()}; export spans there, not here"
+            return _status(12, message, JSON if content_type != PROTOBUF else PROTOBUF, 404)
         retry = {"Retry-After": str(config.retry_after_s)}
         if writer.busy():
             return _status(14, "collector is busy; retry later", content_type, 429, **retry)
@@ -218,22 +233,41 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
             return Response(json_format.MessageToJson(response), media_type=JSON)
         return Response(response.SerializeToString(), media_type=PROTOBUF)
 
-    def _known_trace(request: Request) -> tuple[str, list[SpanRecord]] | Response:
-        """The trace the path names, or the 400/404 answer for it."""
+    def _known_story(request: Request) -> Trace | Response:
+        """The story of the trace the path names (its trace plus linked ones), or the
+        400/404/502 answer for it."""
         trace_id = request.path_params["trace_id"].lower()
         if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
             return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
         try:
-            return trace_id, store.trace(trace_id)
+            return story(reader, trace_id)
         except TraceNotFound:
             return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
+        except SourceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=502)
 
     def get_trace(request: Request) -> Response:
-        found = _known_trace(request)
+        found = _known_story(request)
         if isinstance(found, Response):
             return found
-        trace_id, spans = found
-        return JSONResponse({"trace_id": trace_id, "spans": [span_json(span) for span in spans]})
+        trace_id = request.path_params["trace_id"].lower()
+        linked: dict[str, list[dict[str, Any]]] = {}
+        own = []
+        for span in found.spans:
+            if span.trace_id == trace_id:
+                own.append(span_json(span))
+            else:
+                linked.setdefault(span.trace_id, []).append(span_json(span))
+        return JSONResponse(
+            {
+                "trace_id": trace_id,
+                "spans": own,
+                # the order's story: traces joined by consumer links, and where each hangs
+                "linked_traces": [{"trace_id": key, "spans": spans} for key, spans in linked.items()],
+                "linked_parents": found.linked_parents,
+                "linked_left_out": found.truncated,
+            }
+        )
 
     def search(request: Request) -> Response:
         query = request.query_params
@@ -244,10 +278,8 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
                 if not sep or not key:
                     raise ValueError("attr is key=value")
                 attribute = (key, value)
-            wanted = [name for name in query.getlist("service") if name]
-            summaries = store.search(
-                service=wanted[0] if wanted else None,
-                also_services=tuple(wanted[1:]),
+            wanted = SearchQuery(
+                services=tuple(name for name in query.getlist("service") if name),
                 name=query.get("name") or None,
                 attribute=attribute,
                 min_duration_ns=int(float(query.get("min_duration_ms", "0")) * 1e6) or None,
@@ -259,19 +291,24 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
             )
         except ValueError as error:
             return JSONResponse({"error": f"bad query: {error}"}, status_code=400)
+        try:
+            summaries = reader.search(wanted)
+        except SourceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=502)
         return JSONResponse({"traces": [asdict(summary) for summary in summaries]})
 
     def get_diagnosis(request: Request) -> Response:
-        found = _known_trace(request)
+        found = _known_story(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse(diagnose(Trace(found[1])).to_json())
+        return JSONResponse(diagnose(found).to_json())
 
     def get_linking(request: Request) -> Response:
-        found = _known_trace(request)
+        found = _known_story(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse({"spans": [span_json(span) for span in store.linking_to(found[0])]})
+        trace_id = request.path_params["trace_id"].lower()
+        return JSONResponse({"spans": [span_json(span) for span in reader.linked_to(trace_id)]})
 
     def get_doctor(request: Request) -> Response:
         try:
@@ -280,21 +317,32 @@ def build_app(store: SpanStore, config: CollectorConfig | None = None) -> Starle
         except ValueError:
             return JSONResponse({"error": "since_s and unprocessed_after_s are seconds"}, status_code=400)
         now = time.time_ns()
-        spans = store.spans_between(now - int(since_s * 1e9))
+        try:
+            spans = reader.recent_spans(now - int(since_s * 1e9))
+        except SourceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=502)
         chains = doctor(spans, now, unprocessed_after_s)
         return JSONResponse({"spans_examined": len(spans), "broken": [asdict(chain) for chain in chains]})
 
     def services(request: Request) -> Response:
-        return JSONResponse({"services": store.services()})
+        try:
+            return JSONResponse({"services": reader.services()})
+        except SourceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=502)
 
     def get_service_map(request: Request) -> Response:
         try:
             since_ns = int(request.query_params.get("start_ns", "0"))
         except ValueError:
             return JSONResponse({"error": "start_ns is an integer"}, status_code=400)
-        return JSONResponse({"edges": service_map(store.spans_between(since_ns))})
+        try:
+            return JSONResponse({"edges": service_map(reader.recent_spans(since_ns))})
+        except SourceUnavailable as error:
+            return JSONResponse({"error": str(error)}, status_code=502)
 
     def health(request: Request) -> Response:
+        if store is None:
+            return JSONResponse({"status": "ok", "source": reader.describe()})
         return JSONResponse({"status": "ok", "spans_received": store.spans_received()})
 
     app = Starlette(
@@ -342,10 +390,11 @@ def span_json(span: SpanRecord) -> dict[str, Any]:
     return encoded
 
 
-def _stops(writer: _Writer) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def _stops(writer: _Writer | None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        writer.stop()
+        if writer is not None:
+            writer.stop()
 
     return lifespan

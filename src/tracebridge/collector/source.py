@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tracebridge.analysis.model import SpanRecord, Trace
-from tracebridge.analysis.sources import SourceUnavailable, TraceNotFound
+from tracebridge.analysis.model import SpanRecord, Trace, TraceSummary
+from tracebridge.analysis.sources import SearchQuery, SourceUnavailable, TraceNotFound
 from tracebridge.collector.store import DEFAULT_DB, SpanStore
 from tracebridge.collector.store import TraceNotFound as StoreTraceNotFound
 
@@ -13,7 +13,10 @@ from tracebridge.collector.store import TraceNotFound as StoreTraceNotFound
 class StoreSource:
     """Reads a collector's SQLite store; never creates one."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, store: SpanStore | None = None) -> None:
+        if store is not None:  # the collector's own, open store
+            self.path, self.store = store.path, store
+            return
         self.path = Path(path).expanduser() if path else DEFAULT_DB
         if not self.path.exists():
             raise SourceUnavailable(
@@ -40,3 +43,23 @@ class StoreSource:
 
     def recent_spans(self, since_ns: int) -> list[SpanRecord]:
         return self.store.spans_between(since_ns)
+
+    def linked_to(self, trace_id: str) -> list[SpanRecord]:
+        return self.store.linking_to(trace_id)
+
+    def services(self) -> list[str]:
+        return self.store.services()
+
+    def search(self, query: SearchQuery) -> list[TraceSummary]:
+        return self.store.search(
+            service=query.services[0] if query.services else None,
+            also_services=query.services[1:],
+            name=query.name,
+            attribute=query.attribute,
+            min_duration_ns=query.min_duration_ns,
+            errors_only=query.errors_only,
+            start_ns=query.start_ns,
+            end_ns=query.end_ns,
+            limit=query.limit,
+            offset=query.offset,
+        )

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracebridge.analysis.model import SpanRecord, attribute_matches
+from tracebridge.analysis.model import SpanRecord, TraceSummary, attribute_matches
 from tracebridge.otlp import attributes, record_from_span, span_problem
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
@@ -116,25 +116,6 @@ class PreparedBatch:
     link_rows: list[tuple[str, str, str, str]]
     resource_rows: dict[int, bytes]
     result: WriteResult
-
-
-@dataclass(frozen=True)
-class TraceSummary:
-    """One line of a search result."""
-
-    trace_id: str
-    root_service: str
-    root_name: str
-    start_ns: int
-    end_ns: int
-    span_count: int
-    error_count: int
-    services: tuple[str, ...]
-    broken: bool
-
-    @property
-    def duration_ns(self) -> int:
-        return self.end_ns - self.start_ns
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -452,6 +433,10 @@ class SpanStore:
                     "ORDER BY (parent_id IS NOT NULL), start_ns LIMIT 1",
                     (trace_id,),
                 )
+                links_to = connection.execute(
+                    "SELECT DISTINCT linked_trace_id FROM links WHERE trace_id = ? AND linked_trace_id != ?",
+                    (trace_id, trace_id),
+                ).fetchall()
                 summaries.append(
                     TraceSummary(
                         trace_id=trace_id,
@@ -463,6 +448,7 @@ class SpanStore:
                         error_count=errors or 0,
                         services=tuple(sorted((services or "").split(","))),
                         broken=bool(broken),
+                        links_to=tuple(sorted(row[0] for row in links_to)),
                     )
                 )
         return summaries

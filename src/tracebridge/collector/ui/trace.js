@@ -1,5 +1,7 @@
 // Trace: the waterfall with async hops as send → queue-wait bar → process, the critical path
 // highlighted, the verdict on top, and span details with links to follow both ways.
+// An order's story is shown whole: traces joined by a consumer's link (a new trace per record,
+// a batch's process spans) appear inline under the send they link to, collapsible.
 // Rows are virtualised (only those on screen exist), so a 5 000-span trace stays responsive.
 import { api } from "/ui/api.js";
 import { h, clear, formatDuration, serviceColour, serviceChip, tracePath } from "/ui/dom.js";
@@ -11,7 +13,7 @@ const OVERSCAN = 12;
 // spans (the same rules as the analysis' Trace model): a span id seen twice is shown once,
 // and a parent cycle (or a span that is its own parent) is cut at its earliest span, which
 // is shown as a root.
-function treeOrder(input) {
+function treeOrder(input, linkedParents = {}) {
   const byStart = (a, b) => a.start_ns - b.start_ns || (a.span_id < b.span_id ? -1 : 1);
   const spans = [];
   const ids = new Set();
@@ -22,7 +24,7 @@ function treeOrder(input) {
   }
   const children = new Map();
   for (const span of spans) {
-    const p = span.parent_span_id;
+    const p = linkedParents[span.span_id] || span.parent_span_id;
     const parent = p && p !== span.span_id && ids.has(p) ? p : null;
     if (!children.has(parent)) children.set(parent, []);
     children.get(parent).push(span);
@@ -58,7 +60,8 @@ function treeOrder(input) {
 }
 
 function queueWaitNs(span) {
-  const ms = span.attributes["tracebridge.queue_wait_ms"];
+  // ours, else the Java agent's (the analysis reads the same two)
+  const ms = span.attributes["tracebridge.queue_wait_ms"] ?? span.attributes["kafka.record.queue_time_ms"];
   return span.kind === "CONSUMER" && typeof ms === "number" && ms > 0 ? ms * 1e6 : 0;
 }
 
@@ -74,14 +77,19 @@ export async function renderTrace(main, traceId, navigate) {
     api(`/api/traces/${encodeURIComponent(traceId)}/diagnosis`),
     api(`/api/traces/${encodeURIComponent(traceId)}/linked`),
   ]);
-  const spans = trace.spans;
-  const rows = treeOrder(spans);
+  const linkedTraces = trace.linked_traces || [];
+  const linkedParents = trace.linked_parents || {};
+  const spans = [...trace.spans, ...linkedTraces.flatMap((t) => t.spans)];
+  const allRows = treeOrder(spans, linkedParents);
+  const collapsed = new Set(); // spans whose linked trace is folded away
+  let rows = allRows;
   const byId = new Map(spans.map((s) => [s.span_id, s]));
   const critical = new Set(diagnosis.critical_span_ids);
   const incoming = new Map(); // span id → spans (here or in other traces) that link to it
-  for (const span of [...spans, ...linking.spans]) {
+  const linkers = new Map([...linking.spans, ...spans].map((s) => [s.span_id, s])); // each once
+  for (const span of linkers.values()) {
     for (const link of span.links || []) {
-      if (link.trace_id !== trace.trace_id) continue;
+      if (!byId.has(link.span_id)) continue;
       if (!incoming.has(link.span_id)) incoming.set(link.span_id, []);
       incoming.get(link.span_id).push(span);
     }
@@ -97,6 +105,12 @@ export async function renderTrace(main, traceId, navigate) {
   main.append(h("p", { class: "muted summary" },
     `${formatDuration(diagnosis.end_to_end_ns)} end to end (first start to last end, async hops included) · ${spans.length} spans · `,
     diagnosis.services.map(serviceChip)));
+  if (linkedTraces.length) {
+    main.append(h("p", { class: "muted linked-summary" },
+      `${linkedTraces.length} linked trace${linkedTraces.length > 1 ? "s" : ""} shown inline (consumers joined by a link, not a parent): `,
+      linkedTraces.map((t) => h("a", { href: tracePath(t.trace_id), "data-nav": "", class: "linked-trace" }, `${t.trace_id.slice(0, 8)}… `)),
+      trace.linked_left_out ? ` · ${trace.linked_left_out} more left out` : ""));
+  }
   const verdict = h("section", { class: "verdict", "aria-label": "verdict" },
     h("div", { class: "headline", id: "verdict" }, diagnosis.headline));
   for (const failure of diagnosis.failures) verdict.append(h("div", { class: "failure" }, "✖ ", `${failure.service}: ${failure.span_name} — ${failure.error_type}: ${failure.message}`));
@@ -131,10 +145,35 @@ export async function renderTrace(main, traceId, navigate) {
   let selected = -1;
   const rendered = new Map();
 
+  function visibleRows() {
+    const out = [];
+    let hideBelow = -1;
+    for (const row of allRows) {
+      if (hideBelow >= 0 && row.depth > hideBelow) continue;
+      hideBelow = collapsed.has(row.span.span_id) ? row.depth : -1;
+      out.push(row);
+    }
+    return out;
+  }
+
+  function toggle(span, event) {
+    event.stopPropagation();
+    if (collapsed.has(span.span_id)) collapsed.delete(span.span_id); else collapsed.add(span.span_id);
+    const keep = selected >= 0 ? rows[selected].span.span_id : null;
+    rows = visibleRows();
+    selected = keep ? rows.findIndex((r) => r.span.span_id === keep) : -1;
+    spacer.style.height = `${rows.length * ROW}px`;
+    for (const el of rendered.values()) el.remove();
+    rendered.clear();
+    draw();
+  }
+
   function rowElement(index) {
     const { span, depth } = rows[index];
     const wait = queueWaitNs(span);
     const classes = ["row"];
+    const joinedByLink = Object.prototype.hasOwnProperty.call(linkedParents, span.span_id);
+    if (span.trace_id !== trace.trace_id) classes.push("linked");
     if (critical.has(span.span_id)) classes.push("critical");
     if (span.status === "ERROR") classes.push("error");
     if (index === selected) classes.push("selected");
@@ -147,6 +186,9 @@ export async function renderTrace(main, traceId, navigate) {
     const label = h("div", { class: "label", style: { "padding-left": `${6 + Math.min(depth, 40) * 12}px` } },
       critical.has(span.span_id) ? h("span", { class: "diamond", title: "critical path" }, "◆") : h("span", { class: "diamond" }, ""),
       h("span", { class: "dot", style: { background: serviceColour(span.service) } }),
+      joinedByLink ? h("button", { class: "fold", type: "button", "aria-expanded": collapsed.has(span.span_id) ? "false" : "true",
+        title: `linked trace ${span.trace_id} — joined to this send by a link`, onclick: (event) => toggle(span, event) },
+        `${collapsed.has(span.span_id) ? "▸" : "▾"} linked`) : "",
       h("span", { class: "svc" }, span.service), " ",
       h("span", { class: "name" }, span.name),
       span.status === "ERROR" ? h("span", { class: "err-mark", title: exceptionOf(span) }, " ✖") : "");
@@ -197,7 +239,7 @@ export async function renderTrace(main, traceId, navigate) {
   }
 
   function spanLink(traceIdOf, spanId, text) {
-    if (traceIdOf === trace.trace_id && byId.has(spanId)) {
+    if (traceIdOf === trace.trace_id && byId.has(spanId) && rows.some((r) => r.span.span_id === spanId)) {
       return h("a", { href: tracePath(traceIdOf, spanId), onclick: (event) => { event.preventDefault(); select(rows.findIndex((r) => r.span.span_id === spanId), true); } }, text);
     }
     return h("a", { href: tracePath(traceIdOf, spanId), "data-nav": "", class: "other-trace" }, text, " ↗");
@@ -222,7 +264,11 @@ export async function renderTrace(main, traceId, navigate) {
       h("p", { class: "muted ids" }, `span ${span.span_id}`, span.parent_span_id ? ` · parent ${span.parent_span_id}` : " · root"));
     if (span.parent_span_id && byId.has(span.parent_span_id)) {
       const parent = byId.get(span.parent_span_id);
-      details.append(h("p", {}, "parent: ", spanLink(trace.trace_id, parent.span_id, describe(parent, trace.trace_id))));
+      details.append(h("p", {}, "parent: ", spanLink(parent.trace_id, parent.span_id, describe(parent, parent.trace_id))));
+    }
+    if (linkedParents[span.span_id]) {
+      const send = byId.get(linkedParents[span.span_id]);
+      details.append(h("p", { class: "joined" }, "hop from ", spanLink(send.trace_id, send.span_id, describe(send, send.trace_id)), " (joined by a link: a trace of its own)"));
     }
     details.append(h("h3", {}, "Attributes"), keyValues(span.attributes));
     details.append(h("h3", {}, `Events (${(span.events || []).length})`));
