@@ -1,7 +1,12 @@
 """Moving a trace context into and out of one message, whatever the broker.
 
 Producers write where ``TRACEBRIDGE_KAFKA_CARRIER`` says; consumers always try headers first,
-then the envelope, and report which one worked as ``tracebridge.context.source`` so a broken
+then the envelope.  In the headers, whatever ``OTEL_PROPAGATORS`` says for injection, a consumer
+reads W3C first, then B3 (single ``b3``, then multi ``X-B3-*``), then Jaeger's ``uber-trace-id``
+(with ``uberctx-*`` baggage): a fleet half-way through a migration from Zipkin, Jaeger or
+OpenTracing clients keeps one trace.  Which one worked is ``tracebridge.context.source``
+(``headers`` for W3C or the configured propagator, ``b3``, ``b3multi``, ``jaeger``,
+``envelope``, or ``none``) so a broken
 chain (``none``) is visible instead of silently becoming a new trace — and, for a broken chain,
 why (``tracebridge.context.problem``: ``missing``, ``duplicated-traceparent``,
 ``invalid-traceparent``, ``envelope-unparsable``, …), because "a .NET producer appends a second
@@ -17,7 +22,10 @@ from typing import Any
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext
+from opentelemetry.propagators.b3 import B3MultiFormat
+from opentelemetry.propagators.jaeger import JaegerPropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, Span, SpanContext
 
 from tracebridge.config import KafkaCarrier
 from tracebridge.propagation.carriers import (
@@ -28,11 +36,30 @@ from tracebridge.propagation.carriers import (
     write_envelope,
 )
 from tracebridge.propagation.composite import TracebridgePropagator
-from tracebridge.propagation.w3c import TRACEPARENT, TRACESTATE, parse_traceparent, parse_tracestate
+from tracebridge.propagation.w3c import (
+    TRACEPARENT,
+    TRACESTATE,
+    StrictTraceContextPropagator,
+    parse_traceparent,
+    parse_tracestate,
+)
 
 SOURCE_HEADERS = "headers"
+SOURCE_B3 = "b3"
+SOURCE_B3_MULTI = "b3multi"
+SOURCE_JAEGER = "jaeger"
 SOURCE_ENVELOPE = "envelope"
 SOURCE_NONE = "none"
+
+_B3 = B3MultiFormat()  # reads the single ``b3`` header if there is one, else ``X-B3-*``
+# The formats a consumer falls back to, in order: (source, header that says it is there, reader).
+_FALLBACKS: tuple[tuple[str, str, TextMapPropagator], ...] = (
+    (SOURCE_HEADERS, TRACEPARENT, StrictTraceContextPropagator()),
+    (SOURCE_B3, "b3", _B3),
+    (SOURCE_B3_MULTI, "x-b3-traceid", _B3),
+    (SOURCE_JAEGER, "uber-trace-id", JaegerPropagator()),
+)
+_CONTEXT_FIELDS = frozenset(field for _source, field, _reader in _FALLBACKS)
 
 # Why a record's context could not be used (``tracebridge.context.problem``).
 PROBLEM_MISSING = "missing"
@@ -115,6 +142,29 @@ def _header_problem(headers: Headers, fields: set[str]) -> str | None:
     return None
 
 
+def _fallback_parent(headers: Headers, carried: Context) -> tuple[SpanContext, Context, str] | None:
+    """The first of W3C, B3 single, B3 multi and Jaeger that the headers carry validly, for a
+    record the configured propagator found no context in.  Runs only on that failure path."""
+    present: set[str] = set()
+    for item in headers:
+        name = item[0]
+        if isinstance(name, str):
+            lowered = name.lower()
+            if lowered in _CONTEXT_FIELDS:
+                present.add(lowered)
+    if not present:
+        return None
+    base = trace.set_span_in_context(INVALID_SPAN, carried)  # keep the baggage, not a parent
+    for source, field, reader in _FALLBACKS:
+        if field not in present:
+            continue
+        extracted = reader.extract(headers, base, getter=KAFKA_HEADERS_GETTER)
+        parent = trace.get_current_span(extracted).get_span_context()
+        if parent.is_valid:
+            return parent, extracted, source
+    return None
+
+
 def _envelope_problem(value: object) -> str | None:
     """Why a body that mentions ``trace_context`` gave no parent (``None``: it has no envelope)."""
     if isinstance(value, bytes | bytearray):
@@ -146,18 +196,30 @@ def extract_record_parent(
     carried = _EMPTY
     problem: str | None = None
     if headers:
+        source = SOURCE_HEADERS
         try:
             if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
                 parent, carried, problem = _extract_w3c_headers(headers, propagator)
             else:
+                # The configured propagators give the baggage (and, for a propagator of the
+                # user's own, perhaps the only parent); the fixed order below still decides.
                 carried = propagator.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
                 parent = trace.get_current_span(carried).get_span_context()
-                if not parent.is_valid:
+                ordered = _fallback_parent(headers, carried)
+                if ordered is not None:
+                    parent, carried, source = ordered
+                elif not parent.is_valid:
                     problem = _header_problem(headers, propagator.fields - {TRACESTATE, _BAGGAGE})
+            if parent is None or not parent.is_valid:
+                fallback = _fallback_parent(headers, carried)
+                if fallback is not None:
+                    parent, carried, source = fallback
+                elif problem is None:
+                    problem = _header_problem(headers, set(_CONTEXT_FIELDS))
         except Exception:
             parent, carried, problem = None, _EMPTY, "unreadable-headers"
         if parent is not None and parent.is_valid:
-            return parent, carried, SOURCE_HEADERS, None
+            return parent, carried, source, None
     try:
         envelope = read_envelope(value)
         if envelope is not None:
