@@ -201,7 +201,7 @@ def hops(trace: Trace) -> list[Hop]:
                 clock_skew=skew,
                 attempt=messaging.attempt(span),
                 failed=span.status == "ERROR",
-                linked=span.span_id in trace.linked_parents,
+                linked=span.parent_span_id != send.span_id,
             )
         )
     return sorted(found, key=lambda hop: trace.by_id[hop.process_span_id].start_ns)

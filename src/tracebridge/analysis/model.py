@@ -114,8 +114,9 @@ class Trace:
         """Hang every link-only consumer under the send span it links to; returns them.
 
         A process span moves when its parent is missing or is a poll/receive span (the hop
-        ends at the process span, not at the poll); a receive span moves only for a record no
-        process span handled.  With several linked sends here, the latest-ending one: the
+        ends at the process span, not at the poll) — unless every process span of that poll is
+        joined here: then the poll moves, with all it holds; a receive span moves only for a
+        record no process span handled.  With several linked sends here, the latest-ending one: the
         consumer could not start before that record was there.
         """
         from tracebridge.analysis import messaging
@@ -143,15 +144,31 @@ class Trace:
                 continue  # parented on something of its own trace: leave it there
             if sends and (parent is None or not messaging.is_send(parent)):
                 wanted.append((span, found, sends))
-        moved: dict[str, str] = {}
+        chosen: dict[str, SpanRecord] = {}
         for span, found, sends in wanted:
             if found == messaging.RECEIVE:
                 sends = [send for send in sends if send.span_id not in consumed]
-            if not sends:
+            if sends:
+                chosen[span.span_id] = max(sends, key=lambda s: (s.end_ns, s.span_id))
+        # A poll whose every process span is joined here moves whole, under the latest send:
+        # what the handler did under the poll (kafkajs' eachBatch runs it there) stays with it.
+        polls: dict[str, list[SpanRecord]] = {}
+        for span in self.spans:
+            parent_id = self.parent_of[span.span_id]
+            if parent_id is not None and messaging.role(span) == messaging.PROCESS:
+                polls.setdefault(parent_id, []).append(span)
+        moved: dict[str, str] = {}
+        for poll_id, processes in polls.items():
+            poll = self.by_id[poll_id]
+            if messaging.role(poll) != messaging.RECEIVE or self.parent_of[poll_id] is not None:
                 continue
-            send = max(sends, key=lambda s: (s.end_ns, s.span_id))
-            self.parent_of[span.span_id] = send.span_id
-            moved[span.span_id] = send.span_id
+            if all(process.span_id in chosen for process in processes):
+                send = max((chosen.pop(p.span_id) for p in processes), key=lambda s: (s.end_ns, s.span_id))
+                self.parent_of[poll_id] = send.span_id
+                moved[poll_id] = send.span_id
+        for span_id, send in chosen.items():
+            self.parent_of[span_id] = send.span_id
+            moved[span_id] = send.span_id
         return moved
 
     def _break_cycles(self) -> int:

@@ -24,6 +24,14 @@ def diagnosis_view(diagnosis: Diagnosis) -> RenderableType:
             style="dim",
         ),
     ]
+    if diagnosis.linked_trace_ids:
+        parts.append(
+            Text(
+                f"+ {len(diagnosis.linked_trace_ids)} linked trace(s) joined by consumer links: "
+                + ", ".join(diagnosis.linked_trace_ids),
+                style="dim",
+            )
+        )
     totals: dict[str, int] = defaultdict(int)
     for segment in diagnosis.segments:
         if segment.category == NETWORK:
@@ -52,6 +60,8 @@ def diagnosis_view(diagnosis: Diagnosis) -> RenderableType:
                 flags.append(f"attempt {hop.attempt}")
             if hop.clock_skew:
                 flags.append("clock skew")
+            if hop.linked:
+                flags.append("linked")
             if hop.failed:
                 flags.append("FAILED")
             table.add_row(

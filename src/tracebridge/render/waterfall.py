@@ -83,6 +83,8 @@ def waterfall(trace: Trace, diagnosis: Diagnosis, width: int = 120) -> Table:
         attempt = span.attributes.get("tracebridge.delivery.attempt")
         if isinstance(attempt, int) and attempt > 1:
             notes.append(f"attempt {attempt} ", style="bold yellow")
+        if span.span_id in trace.linked_parents:
+            notes.append(f"linked trace {span.trace_id[:8]}… ", style="cyan")
         if span.attributes.get("tracebridge.context.source") == "none":
             notes.append("no context (broken chain) ", style="bold red")
         if span.status == "ERROR":
