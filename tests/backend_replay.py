@@ -21,7 +21,7 @@ def replay(name: str) -> Iterator[str]:
     requests: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             path, query = unquote(url.path), {k: v[0] for k, v in parse_qs(url.query).items()}
             requests.append(self.path)

@@ -371,13 +371,22 @@ def test_search_by_order_id_is_a_shareable_link(data: Data, page) -> None:  # ty
     assert parse_qs(urlsplit(page.url).query)["attr"] == [f"order.id={data.order_id}"]
     page.wait_for_selector("tr.result")
     found = page.locator("tr.result").evaluate_all("rows => rows.map(r => r.dataset.traceId)")
-    assert data.main.spans[0].trace_id in found
+    main_trace = data.main.spans[0].trace_id
+    assert main_trace in found
+    # order-status-worker's link-only traces carry the order id too: listed as hops of the order,
+    # right under its trace, not as orders of their own
+    linked = story(StoreSource(data.stack.db), main_trace).trace_ids - {main_trace}
+    nested = page.locator("tr.result.linked-result").evaluate_all("rows => rows.map(r => r.dataset.traceId)")
+    assert linked and set(nested) == linked
+    start = found.index(main_trace)
+    assert set(found[start + 1 : start + 1 + len(linked)]) == linked
+    assert page.locator(f'tr.linked-result a.story[href="/trace/{main_trace}"]').count() == len(linked)
     shot(page, "search")
     page.reload()  # the URL alone reproduces the search
     page.wait_for_selector("tr.result")
     assert page.locator('input[name="attr"]').input_value() == f"order.id={data.order_id}"
     assert page.locator("tr.result").evaluate_all("rows => rows.map(r => r.dataset.traceId)") == found
-    page.locator(f'tr.result[data-trace-id="{data.main.spans[0].trace_id}"] a').click()
+    page.locator(f'tr.result[data-trace-id="{data.main.spans[0].trace_id}"] td.root a').first.click()
     page.wait_for_selector("#verdict")
 
 

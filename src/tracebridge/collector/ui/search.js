@@ -80,9 +80,30 @@ export async function renderSearch(main, navigate) {
     main.append(h("p", { class: "muted empty" }, "No trace matches. Widen the time range or clear a filter."));
     return null;
   }
-  const rows = traces.map((t) => h("tr", { class: "result", dataset: { traceId: t.trace_id }, onclick: (event) => { if (!event.target.closest("a")) navigate(tracePath(t.trace_id)); } },
+  // A link-only consumer's trace is a hop of the order it links to: listed right under that
+  // order's trace when both are on the page, and always saying whose hop it is.
+  const shown = new Map(traces.map((t) => [t.trace_id, t]));
+  const under = new Map(); // trace id → the linked traces listed beneath it
+  const ordered = [];
+  for (const t of traces) {
+    const host = (t.links_to || []).find((id) => shown.has(id) && id !== t.trace_id);
+    if (host) { if (!under.has(host)) under.set(host, []); under.get(host).push(t); } else ordered.push(t);
+  }
+  const listed = [];
+  const place = (t, depth) => {
+    if (listed.some((x) => x.t === t)) return;
+    listed.push({ t, depth });
+    for (const child of under.get(t.trace_id) || []) place(child, depth + 1);
+  };
+  for (const t of ordered) place(t, 0);
+  for (const t of traces) place(t, 0); // a cycle of links: nothing is ever hidden
+  const rows = listed.map(({ t, depth }) => h("tr", { class: depth ? "result linked-result" : "result", dataset: { traceId: t.trace_id }, onclick: (event) => { if (!event.target.closest("a")) navigate(tracePath(t.trace_id)); } },
     h("td", { class: "when" }, formatTime(t.start_ns)),
-    h("td", { class: "root" }, h("a", { href: tracePath(t.trace_id), "data-nav": "" }, `${t.root_service}: ${t.root_name}`)),
+    h("td", { class: "root", style: depth ? { "padding-left": `${8 + 16 * Math.min(depth, 4)}px` } : null },
+      depth ? "↳ " : "",
+      h("a", { href: tracePath(t.trace_id), "data-nav": "" }, `${t.root_service}: ${t.root_name}`),
+      (t.links_to || []).length ? h("span", { class: "muted linked-from", title: "a consumer joined to this order by a link: part of its story" },
+        " · hop of ", (t.links_to || []).map((id) => h("a", { href: tracePath(id), "data-nav": "", class: "story" }, `${id.slice(0, 8)}…`))) : ""),
     h("td", { class: "services" }, t.services.map(serviceChip)),
     h("td", { class: "num" }, formatDuration(t.end_ns - t.start_ns)),
     h("td", { class: "num" }, String(t.span_count)),
