@@ -150,3 +150,43 @@ def test_a_story_is_bounded() -> None:
     bounded = story(SpanListSource(spans), f"{1:032x}", limit=5)
     assert len(bounded.trace_ids) == 5 and bounded.truncated == 1
     assert len(story(SpanListSource(spans), f"{1:032x}").trace_ids) == 8
+
+
+def test_traces_that_link_into_each_other_neither_hang_nor_lose_spans() -> None:
+    """Hostile or buggy data: two traces whose consumers each link to the other's send."""
+    a, b = "a" * 32, "b" * 32
+    spans = [
+        SpanRecord(
+            a,
+            "1" * 16,
+            None,
+            "process loop",
+            "CONSUMER",
+            T0,
+            T0 + 10 * MS,
+            "x",
+            links=(LinkRecord(b, "4" * 16),),
+        ),
+        SpanRecord(a, "2" * 16, "1" * 16, "send loop", "PRODUCER", T0 + MS, T0 + 2 * MS, "x"),
+        SpanRecord(
+            b,
+            "3" * 16,
+            None,
+            "process loop",
+            "CONSUMER",
+            T0 + 3 * MS,
+            T0 + 9 * MS,
+            "y",
+            links=(LinkRecord(a, "2" * 16),),
+        ),
+        SpanRecord(b, "4" * 16, "3" * 16, "send loop", "PRODUCER", T0 + 4 * MS, T0 + 5 * MS, "y"),
+    ]
+    whole = story(SpanListSource(spans), a)
+    assert whole.trace_ids == {a, b} and whole.cycles_broken == 1
+    reached, stack = set(), list(whole.roots)
+    while stack:
+        span = stack.pop()
+        reached.add(span.span_id)
+        stack.extend(whole.children.get(span.span_id, []))
+    assert reached == {s.span_id for s in spans}
+    assert diagnose(whole).span_count == 4
