@@ -205,21 +205,29 @@ def _is_json_lines(text: str) -> bool:
     return True
 
 
-class JaegerSource:
-    """A Jaeger query service (``http://jaeger:16686``)."""
+class _HttpBackend:
+    """A trace backend's query API over HTTP: one client, errors said with the backend's name."""
+
+    name = "the backend"
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.client = httpx.Client(timeout=timeout)
 
     def describe(self) -> str:
-        return f"Jaeger at {self.url}"
+        return f"{self.name} at {self.url}"
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
         try:
             return self.client.get(f"{self.url}{path}", params=params)
         except httpx.HTTPError as error:
-            raise SourceUnavailable(f"cannot reach Jaeger at {self.url}: {error}") from error
+            raise SourceUnavailable(f"cannot reach {self.name} at {self.url}: {error}") from error
+
+
+class JaegerSource(_HttpBackend):
+    """A Jaeger query service (``http://jaeger:16686``)."""
+
+    name = "Jaeger"
 
     def trace(self, trace_id: str) -> Trace:
         response = self._get(f"/api/v3/traces/{trace_id}")
@@ -443,23 +451,15 @@ def _traceql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class TempoSource:
+class TempoSource(_HttpBackend):
     """A Grafana Tempo query frontend (``http://tempo:3200``): traces by id from
     ``/api/v2/traces/{id}``, search with TraceQL on ``/api/search``, links with ``link:traceID``."""
 
+    name = "Tempo"
+
     def __init__(self, url: str, timeout: float = 10.0, lookback_s: float = 24 * 3600) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(url, timeout)
         self.lookback_s = lookback_s
-        self.client = httpx.Client(timeout=timeout)
-
-    def describe(self) -> str:
-        return f"Tempo at {self.url}"
-
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        try:
-            return self.client.get(f"{self.url}{path}", params=params)
-        except httpx.HTTPError as error:
-            raise SourceUnavailable(f"cannot reach Tempo at {self.url}: {error}") from error
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         if response.status_code != 200:
