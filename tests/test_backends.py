@@ -25,6 +25,16 @@ ORDER = "7c0a5b2e9d3f41a8b6e2c4d1f0a9e837"  # checkout (Go): POST /orders → or
 BILLING = "0e41d2c3b4a5968778695a4b3c2d1e0f"  # billing (.NET): process orders, linked only
 SEND, PROCESS = "b2c3d4e5f6071829", "c3d4e5f60718293a"
 CHROMIUM = "/usr/bin/chromium"
+VERDICT = "87% of 1.6 s: queue wait on `orders` before billing"
+# With the backend to look around in, the cause: billing processed nothing before this record.
+CAUSE = (
+    "no consumer activity at billing for 1.4 s on `orders` "
+    "(not yet started: no record processed before this one)"
+)
+FAILURE = (
+    "failed at ledger (POST /entries: HTTP 503) → billing (process orders from `orders`: "
+    "System.Net.Http.HttpRequestException)"
+)
 
 
 @pytest.fixture(params=["tempo", "jaeger"])
@@ -58,7 +68,8 @@ def test_the_orders_story_follows_the_link_both_ways(backend) -> None:  # type: 
         assert (hop.topic, hop.producer, hop.consumer, hop.linked) == ("orders", "checkout", "billing", True)
         assert hop.queue_wait_ns == 1400 * 10**6 and hop.processing_ns == 188 * 10**6 and hop.failed
         assert diagnosis.verdict is not None
-        assert diagnosis.headline == "87% of 1.6 s: queue wait on `orders` before billing"
+        assert diagnosis.headline == VERDICT  # no nearby spans given: no cause guessed
+        assert diagnosis.failure_cause is not None and diagnosis.failure_cause.text == FAILURE
         failed = {(f.service, f.error_type) for f in diagnosis.failures}
         assert ("billing", "System.Net.Http.HttpRequestException") in failed
         assert ("ledger", "HTTP 503") in failed
@@ -117,7 +128,9 @@ def test_the_collectors_api_runs_over_the_backend(backend, ui_over: str) -> None
     assert [t["trace_id"] for t in trace["linked_traces"]] == [BILLING]
     assert trace["linked_parents"] == {PROCESS: SEND}
     diagnosis = httpx.get(f"{ui_over}/api/traces/{BILLING}/diagnosis").json()
-    assert diagnosis["headline"] == "87% of 1.6 s: queue wait on `orders` before billing"
+    assert diagnosis["headline"] == f"{VERDICT} — {CAUSE}"
+    assert diagnosis["cause"]["kind"] == "no consumer activity"
+    assert diagnosis["failure_cause"]["text"] == FAILURE
     assert [h["consumer"] for h in diagnosis["hops"]] == ["billing"]
     found = httpx.get(f"{ui_over}/api/traces", params={"attr": "order.id=o-7731"}).json()["traces"]
     assert [t["trace_id"] for t in found] == [ORDER]
@@ -145,9 +158,8 @@ def test_the_trace_page_over_tempo_shows_the_linked_consumer_inline(backend, ui_
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{ui_over}/trace/{ORDER}")
             page.wait_for_selector(".row")
-            assert (
-                page.locator("#verdict").inner_text() == "87% of 1.6 s: queue wait on `orders` before billing"
-            )
+            assert page.locator("#verdict").inner_text() == f"{VERDICT} — {CAUSE}"
+            assert page.locator("#failure-cause").inner_text() == f"✖ {FAILURE}"
             ids = page.locator(".row").evaluate_all("rows => rows.map(r => r.dataset.spanId)")
             assert ids.index(PROCESS) == ids.index(SEND) + 1  # the linked consumer, under its send
             assert page.locator(f'.row[data-span-id="{PROCESS}"] button.fold').count() == 1

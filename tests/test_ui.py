@@ -274,8 +274,10 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_trace_page_draws_queue_waits_the_critical_path_and_the_verdict(data: Data, page) -> None:  # type: ignore[no-untyped-def]
     trace_id = data.main.spans[0].trace_id
-    whole = story(StoreSource(data.stack.db), trace_id)
-    expected = diagnose(whole)
+    source = StoreSource(data.stack.db)
+    whole = story(source, trace_id)
+    expected = diagnose(whole, nearby=source.spans_between)  # what the collector's API does
+    assert expected.verdict is not None and expected.verdict.cause is not None
     page.goto(f"{data.url}/trace/{trace_id}")
     page.wait_for_selector(".row")
     assert page.locator("#verdict").inner_text() == expected.headline

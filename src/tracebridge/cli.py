@@ -14,7 +14,9 @@ from rich.markup import escape
 from tracebridge.demo import commands as demo_commands
 
 if TYPE_CHECKING:
-    from tracebridge.analysis.model import Trace
+    from collections.abc import Callable
+
+    from tracebridge.analysis.model import SpanRecord, Trace
     from tracebridge.analysis.sources import Source
 
 app = typer.Typer(
@@ -228,8 +230,11 @@ def _source(spec: str | None) -> Source:
         raise typer.Exit(1) from None
 
 
-def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find: str | None) -> Trace:
-    """The one trace a command is about, by id, by order id or by any attribute."""
+def _load_trace(
+    spec: str | None, trace_id: str | None, order: str | None, find: str | None
+) -> tuple[Trace, Source]:
+    """The one trace a command is about (its story), by id, by order id or by any attribute,
+    and the source it came from."""
     from tracebridge.analysis.sources import SourceUnavailable, TraceNotFound
 
     chosen = [option for option in (trace_id, order, find) if option]
@@ -253,13 +258,27 @@ def _load_trace(spec: str | None, trace_id: str | None, order: str | None, find:
         from tracebridge.analysis.story import story
 
         # The order's story: the trace and every trace linked to it by a consumer's link.
-        return story(source, trace_id)
+        return story(source, trace_id), source
     except TraceNotFound:
         errors.print(f"[red]tracebridge:[/] no trace {trace_id} in {source.describe()}")
         raise typer.Exit(1) from None
     except SourceUnavailable as error:
         errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
+
+
+def _nearby(source: Source) -> Callable[[int, int], list[SpanRecord]]:
+    """Other traces' spans of a window, for the verdict's cause; a source that fails there
+    costs the cause, not the answer."""
+    from tracebridge.analysis.sources import SourceUnavailable
+
+    def nearby(start_ns: int, end_ns: int) -> list[SpanRecord]:
+        try:
+            return source.spans_between(start_ns, end_ns)
+        except SourceUnavailable:
+            return []
+
+    return nearby
 
 
 TraceId = Annotated[str | None, typer.Argument(help="Trace id (32 hex characters).", show_default=False)]
@@ -284,8 +303,8 @@ def trace_command(
     from tracebridge.analysis.diagnosis import diagnose
     from tracebridge.render.waterfall import waterfall
 
-    trace = _load_trace(source, trace_id, order, find)
-    diagnosis = diagnose(trace)
+    trace, reader = _load_trace(source, trace_id, order, find)
+    diagnosis = diagnose(trace, nearby=_nearby(reader))
     if as_json:
         spans = [
             asdict(span) | {"critical": span.span_id in diagnosis.critical_span_ids} for span in trace.spans
@@ -310,7 +329,8 @@ def diagnose(
     from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
     from tracebridge.render.report import diagnosis_view
 
-    diagnosis = run_diagnosis(_load_trace(source, trace_id, order, find))
+    trace, reader = _load_trace(source, trace_id, order, find)
+    diagnosis = run_diagnosis(trace, nearby=_nearby(reader))
     if as_json:
         print(json.dumps(diagnosis.to_json()))
         return

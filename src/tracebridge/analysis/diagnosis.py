@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tracebridge.analysis import messaging
+from tracebridge.analysis.causes import Cause, Nearby, failure_cause, verdict_cause
 from tracebridge.analysis.critical_path import (
     NETWORK,
     PROCESSING,
@@ -93,6 +94,7 @@ class Verdict:
     topic: str | None = None
     peer: str | None = None
     span_name: str | None = None
+    cause: Cause | None = None  # why the longest segment of the group cost what it did
 
     @property
     def where(self) -> str:
@@ -123,6 +125,7 @@ class Diagnosis:
     broken_hops: int
     critical_span_ids: frozenset[str] = field(default_factory=frozenset)
     linked_trace_ids: tuple[str, ...] = ()  # the story's other traces, joined by links
+    failure_cause: Cause | None = None  # a failure at its source, through the hops it crossed
 
     @property
     def end_to_end_ns(self) -> int:
@@ -135,6 +138,7 @@ class Diagnosis:
         data["end_to_end_ns"] = self.end_to_end_ns
         data["headline"] = self.headline
         data["verdict_where"] = self.verdict.where if self.verdict is not None else None
+        data["cause"] = data["verdict"]["cause"] if self.verdict is not None else None
         encoded: dict[str, Any] = json.loads(json.dumps(data, default=str))
         return encoded
 
@@ -142,7 +146,8 @@ class Diagnosis:
     def headline(self) -> str:
         if self.verdict is None:
             return f"{format_duration(self.end_to_end_ns)} end to end"
-        return f"{self.verdict.share:.0%} of {format_duration(self.end_to_end_ns)}: {self.verdict.where}"
+        headline = f"{self.verdict.share:.0%} of {format_duration(self.end_to_end_ns)}: {self.verdict.where}"
+        return f"{headline} — {self.verdict.cause.text}" if self.verdict.cause is not None else headline
 
 
 def producer_of(trace: Trace, span: SpanRecord) -> SpanRecord | None:
@@ -265,8 +270,11 @@ def dead_letters(trace: Trace) -> list[DeadLetter]:
     ]
 
 
-def verdict(segments: list[Segment], trace: Trace, end_to_end_ns: int) -> Verdict | None:
-    """The (category, service, topic/peer) group of segments that cost the most."""
+def verdict(
+    segments: list[Segment], trace: Trace, end_to_end_ns: int, nearby: Nearby | None = None
+) -> Verdict | None:
+    """The (category, service, topic/peer) group of segments that cost the most, and why
+    (:mod:`tracebridge.analysis.causes`; ``nearby`` gives other traces' spans of a window)."""
     if not segments or end_to_end_ns <= 0:
         return None
     totals: dict[tuple[str, str, str | None, str | None], int] = defaultdict(int)
@@ -292,11 +300,14 @@ def verdict(segments: list[Segment], trace: Trace, end_to_end_ns: int) -> Verdic
         topic=topic,
         peer=peer,
         span_name=span.name if span is not None and category == PROCESSING else None,
+        cause=verdict_cause(trace, longest[key], end_to_end_ns, nearby),
     )
 
 
-def diagnose(trace: Trace) -> Diagnosis:
-    """The verdict for one trace: critical path, hop breakdown, failures, retries, DLQ."""
+def diagnose(trace: Trace, nearby: Nearby | None = None) -> Diagnosis:
+    """The verdict for one trace (or an order's story): critical path, hop breakdown, failures,
+    retries, DLQ, and the causes.  ``nearby(start_ns, end_ns)`` — the spans of any trace in a
+    window, which a source can give — lets a queue wait's cause be told (a backlog, idling)."""
     if not trace.spans:
         raise ValueError("an empty trace has no diagnosis")
     start = min(span.start_ns for span in trace.spans)
@@ -310,7 +321,7 @@ def diagnose(trace: Trace) -> Diagnosis:
         span_count=len(trace.spans),
         services=tuple(sorted({span.service for span in trace.spans})),
         segments=tuple(segments),
-        verdict=verdict(segments, trace, end - start),
+        verdict=verdict(segments, trace, end - start, nearby),
         hops=tuple(hops(trace)),
         failures=tuple(failures(trace)),
         retries=tuple(retries(trace)),
@@ -318,4 +329,5 @@ def diagnose(trace: Trace) -> Diagnosis:
         broken_hops=sum(1 for s in trace.spans if messaging.context_broken(s)),
         critical_span_ids=path.span_ids,
         linked_trace_ids=tuple(sorted(trace.trace_ids - {trace.spans[0].trace_id})),
+        failure_cause=failure_cause(trace),
     )

@@ -1,5 +1,11 @@
 """Doctor: where trace context breaks, across many traces, grouped so it can be fixed.
 
+A consumer that found no context can't say who sent the record — but the data often can, and
+the doctor names the producer with how sure it is: *certain* when a send span on the topic has
+the record's partition and offset; *likely* when one has its key; *possible* when no send was
+traced but a service handled the same key (an order id) just before — the usual shape of a
+producer whose client nobody instrumented, or that sends without context.
+
 Three symptoms: a process span that found no context in its record
 (``tracebridge.context.source=none``, grouped by *why* — ``tracebridge.context.problem``:
 a missing context, a duplicated or invalid ``traceparent``, an unparsable envelope); a
@@ -33,12 +39,113 @@ class BrokenChain:
     count: int
     example_trace_id: str
     reason: str = ""  # for NO_CONTEXT: the consumer's tracebridge.context.problem
+    producer_confidence: str = ""  # certain | likely | possible, when the producer was named
+    producer_evidence: str = ""  # why we think so, in words
+
+
+CERTAIN, LIKELY, POSSIBLE = "certain", "likely", "possible"
+_SLACK_NS = 5_000_000  # clocks of one host; a record's timestamp is taken just before the send span ends
+_RANK = {CERTAIN: 0, LIKELY: 1, POSSIBLE: 2}
+
+
+@dataclass(frozen=True)
+class _Suspect:
+    service: str
+    confidence: str
+    send_span: tuple[str, str] | None  # (trace, span) of the matched send, if one was traced
+    gap_ns: int
+
+
+def _business_keys(span: SpanRecord) -> set[str]:
+    keys = {value for name in ("order.id",) if isinstance(value := span.attributes.get(name), str)}
+    record_key = messaging.key(span)
+    if record_key:
+        keys.add(record_key)
+    return keys
+
+
+class _Producers:
+    """Who sent an orphan consumer's record, from the sends and the keys in the window."""
+
+    def __init__(self, spans: list[SpanRecord]) -> None:
+        self.by_offset: dict[tuple[str, str | None, int], SpanRecord] = {}
+        self.sends_by_key: dict[tuple[str, str], list[SpanRecord]] = defaultdict(list)
+        self.handled_by_key: dict[str, list[SpanRecord]] = defaultdict(list)
+        for span in spans:
+            if messaging.is_send(span):
+                topic = messaging.topic(span) or "?"
+                offset = messaging.offset(span)
+                if offset is not None:
+                    self.by_offset[(topic, messaging.partition(span), offset)] = span
+                if (record_key := messaging.key(span)) is not None:
+                    self.sends_by_key[(topic, record_key)].append(span)
+            elif messaging.role(span) == messaging.PROCESS and not messaging.context_broken(span):
+                for business_key in _business_keys(span):
+                    self.handled_by_key[business_key].append(span)
+
+    def suspect(self, orphan: SpanRecord) -> _Suspect | None:
+        topic = messaging.topic(orphan) or "?"
+        offset = messaging.offset(orphan)
+        if offset is not None:
+            send = self.by_offset.get((topic, messaging.partition(orphan), offset))
+            if send is not None:
+                return _Suspect(
+                    send.service, CERTAIN, (send.trace_id, send.span_id), orphan.start_ns - send.end_ns
+                )
+        record_key = messaging.key(orphan)
+        if record_key is not None:
+            earlier = [
+                s for s in self.sends_by_key.get((topic, record_key), []) if s.start_ns <= orphan.start_ns
+            ]
+            if earlier:
+                send = max(earlier, key=lambda s: s.end_ns)
+                return _Suspect(
+                    send.service, LIKELY, (send.trace_id, send.span_id), orphan.start_ns - send.end_ns
+                )
+        # No traced send: who was handling the same key when the record was written (the
+        # consumer's start less the queue wait it measured)?  Not another consumer of the topic.
+        waited = messaging.measured_queue_wait_ns(orphan) or 0
+        written = orphan.start_ns - waited
+        handled = [
+            span
+            for business_key in _business_keys(orphan)
+            for span in self.handled_by_key.get(business_key, [])
+            if span.service != orphan.service
+            and span.start_ns <= written + _SLACK_NS
+            and messaging.topic(span) != topic
+        ]
+        if not handled:
+            return None
+        during = [s for s in handled if s.end_ns + _SLACK_NS >= written]
+        chosen = max(during, key=lambda s: s.start_ns) if during else max(handled, key=lambda s: s.end_ns)
+        return _Suspect(chosen.service, POSSIBLE, None, orphan.start_ns - min(chosen.end_ns, orphan.start_ns))
+
+
+def _evidence(suspects: list[_Suspect], total: int) -> tuple[str, str]:
+    """The group's confidence (its weakest record's) and the evidence in words."""
+    if not suspects:
+        return "", ""
+    confidence = max((s.confidence for s in suspects), key=lambda c: _RANK[c])
+    gaps = sorted(max(0, s.gap_ns) for s in suspects)
+    low, high = f"{gaps[0] / 1e6:.0f}", f"{gaps[-1] / 1e6:.0f}"
+    span = f"{low} ms" if low == high else f"{low} to {high} ms"
+    what = {
+        CERTAIN: "a traced send had the record's partition and offset",
+        LIKELY: "a traced send to the topic had the record's key",
+        POSSIBLE: (
+            "it was handling the record's key when the record was written, "
+            "and no send to the topic was traced"
+        ),
+    }[confidence]
+    return confidence, f"{len(suspects)} of {total} records: {what} ({span} before)"
 
 
 def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60.0) -> list[BrokenChain]:
     """Broken chains among ``spans``, most frequent first."""
     consumed: set[tuple[str, str]] = set()
     groups: dict[tuple[str, str, str, str, str], list[str]] = defaultdict(list)
+    evidence: dict[tuple[str, str, str, str, str], list[_Suspect]] = defaultdict(list)
+    producers = _Producers(spans)
     for span in spans:
         role = messaging.role(span)
         if role != messaging.PROCESS and role != messaging.RECEIVE:
@@ -50,11 +157,20 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
         consumer_topic = messaging.topic(span) or "?"
         if messaging.context_broken(span):
             reason = str(span.attributes.get("tracebridge.context.problem") or "missing")
-            groups[(NO_CONTEXT, reason, consumer_topic, "?", span.service)].append(span.trace_id)
+            symptom = NO_CONTEXT
         elif role == messaging.PROCESS and span.parent_span_id is None and not span.links:
             # A link-only consumer (a new trace per record, a batch) is a hop, not a break;
             # a poll/receive root is the batch its process spans hang under.
-            groups[(CONSUMER_ROOT, "", consumer_topic, "?", span.service)].append(span.trace_id)
+            reason, symptom = "", CONSUMER_ROOT
+        else:
+            continue
+        suspect = producers.suspect(span)
+        if suspect is not None and suspect.send_span is not None:
+            consumed.add(suspect.send_span)  # it was processed: the context was lost, not the record
+        group = (symptom, reason, consumer_topic, suspect.service if suspect else "?", span.service)
+        groups[group].append(span.trace_id)
+        if suspect is not None:
+            evidence[group].append(suspect)
     cutoff = now_ns - int(unprocessed_after_s * 1e9)
     for span in spans:
         topic = messaging.topic(span)
@@ -64,8 +180,13 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
             continue  # never reached the broker, or too recent to judge
         if (span.trace_id, span.span_id) not in consumed:
             groups[(NEVER_PROCESSED, "", topic, span.service, "?")].append(span.trace_id)
-    report = [
-        BrokenChain(symptom, topic, producer, consumer, len(traces), traces[-1], reason)
-        for (symptom, reason, topic, producer, consumer), traces in groups.items()
-    ]
+    report = []
+    for group, traces in groups.items():
+        symptom, reason, topic, producer, consumer = group
+        confidence, words = _evidence(evidence.get(group, []), len(traces))
+        report.append(
+            BrokenChain(
+                symptom, topic, producer, consumer, len(traces), traces[-1], reason, confidence, words
+            )
+        )
     return sorted(report, key=lambda chain: (-chain.count, chain.symptom, chain.reason, chain.topic))

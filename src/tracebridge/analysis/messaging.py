@@ -172,6 +172,12 @@ def group(span: SpanRecord) -> str | None:
     return None
 
 
+def key(span: SpanRecord) -> str | None:
+    """The record's key, as text."""
+    value = span.attributes.get("messaging.kafka.message.key")
+    return str(value) if value is not None and value != "" else None
+
+
 def measured_queue_wait_ns(span: SpanRecord) -> int | None:
     """The queue wait the consumer measured: ours (``tracebridge.queue_wait_ms``), else the
     Java agent's ``kafka.record.queue_time_ms``; ``None`` when only timestamps can tell."""

@@ -73,6 +73,10 @@ class Source(Protocol):
         """Spans of *other* traces with a link into ``trace_id`` (link-only consumers)."""
         ...
 
+    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+        """Spans of any trace running in a window (what a consumer did while a record waited)."""
+        ...
+
     def services(self) -> list[str]:
         """Every service the source has spans of."""
         ...
@@ -161,6 +165,9 @@ class SpanListSource:
 
     def services(self) -> list[str]:
         return sorted({span.service for span in self.spans})
+
+    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+        return [span for span in self.spans if span.end_ns >= start_ns and span.start_ns <= end_ns]
 
     def search(self, query: SearchQuery) -> list[TraceSummary]:
         traces: dict[str, list[SpanRecord]] = {}
@@ -273,6 +280,15 @@ class JaegerSource(_HttpBackend):
             if other != wanted:
                 out.extend(s for s in spans if any(link.trace_id == wanted for link in s.links))
         return out
+
+    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+        window = {"start": start_ns // 1000, "end": end_ns // 1000 + 1, "limit": 200}
+        return [
+            span
+            for spans in self._traces(window).values()
+            for span in spans
+            if span.end_ns >= start_ns and span.start_ns <= end_ns
+        ]
 
     def search(self, query: SearchQuery) -> list[TraceSummary]:
         params: dict[str, Any] = {"limit": max(query.limit + query.offset, 20)}
@@ -516,6 +532,14 @@ class TempoSource(_HttpBackend):
         for trace_id in self._search("{ }", 200, start_ns=since_ns):
             spans.extend(span for span in self.trace(trace_id).spans if span.start_ns >= since_ns)
         return spans
+
+    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+        return [
+            span
+            for trace_id in self._search("{ }", 50, start_ns=start_ns, end_ns=end_ns)
+            for span in self.trace(trace_id).spans
+            if span.end_ns >= start_ns and span.start_ns <= end_ns
+        ]
 
     def services(self) -> list[str]:
         found = self._json(self._get("/api/v2/search/tag/resource.service.name/values"), "the services")

@@ -246,6 +246,13 @@ def build_app(
         except SourceUnavailable as error:
             return JSONResponse({"error": str(error)}, status_code=502)
 
+    def _nearby(start_ns: int, end_ns: int) -> list[SpanRecord]:
+        """Other traces' spans of a window, for a cause; a source that can't answer gives none."""
+        try:
+            return reader.spans_between(start_ns, end_ns)
+        except SourceUnavailable:
+            return []
+
     def get_trace(request: Request) -> Response:
         found = _known_story(request)
         if isinstance(found, Response):
@@ -301,7 +308,7 @@ def build_app(
         found = _known_story(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse(diagnose(found).to_json())
+        return JSONResponse(diagnose(found, nearby=_nearby).to_json())
 
     def get_linking(request: Request) -> Response:
         found = _known_story(request)

@@ -50,6 +50,9 @@ class StoreSource:
     def services(self) -> list[str]:
         return self.store.services()
 
+    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+        return self.store.spans_between(start_ns, end_ns, limit=50_000)
+
     def search(self, query: SearchQuery) -> list[TraceSummary]:
         return self.store.search(
             service=query.services[0] if query.services else None,

@@ -24,6 +24,8 @@ def diagnosis_view(diagnosis: Diagnosis) -> RenderableType:
             style="dim",
         ),
     ]
+    if diagnosis.failure_cause is not None:
+        parts.append(Text.assemble(("failure  ", "bold"), (diagnosis.failure_cause.text, "red")))
     if diagnosis.linked_trace_ids:
         parts.append(
             Text(
@@ -105,13 +107,22 @@ def doctor_view(chains: list[BrokenChain], window: str) -> RenderableType:
     for column in ("symptom", "why", "topic", "producer", "consumer", "count", "example trace"):
         table.add_column(column, justify="right" if column == "count" else "left")
     for chain in chains:
+        producer = Text(chain.producer)
+        if chain.producer_confidence:
+            producer.append(f" ({chain.producer_confidence})", style="dim")
         table.add_row(
             chain.symptom,
             chain.reason,
             chain.topic,
-            chain.producer,
+            producer,
             chain.consumer,
             str(chain.count),
             chain.example_trace_id,
         )
-    return table
+    named = [chain for chain in chains if chain.producer_evidence]
+    if not named:
+        return table
+    notes = [
+        Text(f"{chain.producer} → `{chain.topic}`: {chain.producer_evidence}", style="dim") for chain in named
+    ]
+    return Group(table, Text("how the producers were named", style="bold"), *notes)

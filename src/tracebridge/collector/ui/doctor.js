@@ -23,7 +23,8 @@ export async function renderDoctor(main, navigate) {
       h("td", {}, chain.symptom),
       h("td", {}, chain.reason ? h("code", {}, chain.reason) : ""),
       h("td", {}, h("code", {}, chain.topic)),
-      h("td", {}, chain.producer),
+      h("td", {}, chain.producer, chain.producer_confidence ? h("span", { class: `badge sure-${chain.producer_confidence}`, title: chain.producer_evidence }, ` ${chain.producer_confidence}`) : "",
+        chain.producer_evidence ? h("div", { class: "muted evidence" }, chain.producer_evidence) : ""),
       h("td", {}, chain.consumer),
       h("td", { class: "num" }, String(chain.count)),
       h("td", {}, h("a", { href: tracePath(chain.example_trace_id), "data-nav": "" }, `${chain.example_trace_id.slice(0, 12)}…`)))))));
