@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -223,6 +224,9 @@ def build_resource(settings: Settings) -> Resource:
     }
     attributes.update(settings.resource_attributes)
     attributes["service.name"] = settings.service_name
+    # One id per process (the semantic conventions' recommendation): a restarted consumer is a
+    # new instance, which is how a diagnosis tells "restarted" from "paused".
+    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
     return Resource(attributes)
 
 

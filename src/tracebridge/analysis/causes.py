@@ -153,7 +153,12 @@ def _retries(trace: Trace, consumer: SpanRecord) -> Cause | None:
         RETRIES,
         consumer.service,
         f"retries at {consumer.service}: {because}, {_duration(backoff)} of backoff",
-        {"attempts": len(attempts), "failed": len(failed), "backoff_ns": backoff, "dependency": who or None},
+        {
+            "attempts": len(attempts),
+            "failed": len(failed),
+            "backoff_ns": backoff,
+            "dependency": who if who and who != consumer.service else None,
+        },
     )
 
 
@@ -185,21 +190,27 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
     ]
     during = [s for s in around if s.end_ns > segment.start_ns and s.start_ns < segment.end_ns]
     wait = segment.duration_ns
-    if not during:
-        before = [s for s in around if s.end_ns <= segment.start_ns]
+    busy = _busy_share(during, segment.start_ns, segment.end_ns)
+    gap_start, gap_end = _longest_gap(during, segment.start_ns, segment.end_ns)
+    if busy < BUSY_FOR_BACKLOG and gap_end - gap_start >= wait / 2:
+        # Nothing consumed for most of the wait: say for how long, and what the process did.
+        before = [s for s in around if s.end_ns <= gap_start]
+        after = [s for s in [*during, consumer] if s.start_ns >= gap_end]
+        resumed = min(after, key=lambda s: s.start_ns) if after else consumer
         if not before:
             state = "not yet started: no record processed before this one"
-        elif _instance(max(before, key=lambda s: s.end_ns)) != _instance(consumer):
+        elif _instance(max(before, key=lambda s: s.end_ns)) != _instance(resumed):
             state = "restarted: a new process took over"
         else:
             state = "stopped, paused or rebalancing: the same process resumed"
+        idle = gap_end - gap_start
+        share = "" if idle >= wait * 0.95 else f" of the {_duration(wait)} wait"
         return Cause(
             IDLE,
             service,
-            f"no consumer activity at {service} for {_duration(wait)} on `{topic}` ({state})",
-            {"state": state.partition(":")[0], "wait_ns": wait},
+            f"no consumer activity at {service} for {_duration(idle)}{share} on `{topic}` ({state})",
+            {"state": state.partition(":")[0], "idle_ns": idle, "wait_ns": wait},
         )
-    busy = _busy_share(during, segment.start_ns, segment.end_ns)
     ahead = during  # the records this consumer handled while this one waited
     per_record = sum(s.duration_ns for s in during) / len(during)
     failed = [s for s in during if s.status == "ERROR"]
@@ -210,13 +221,20 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
         for attempt in failed:
             key = _why_attempt_failed(context, context.by_id.get(attempt.span_id, attempt))
             reasons[key] = reasons.get(key, 0) + 1
-        who, what = max(reasons, key=lambda key: reasons[key])
+        ranked = sorted(reasons, key=lambda key: -reasons[key])
+        said = ", ".join(f"{who} {what} on {reasons[(who, what)]}" for who, what in ranked[:2])
+        dependency = next((who for who, _what in ranked if who != service), None)
         return Cause(
             RETRIES,
             service,
             f"retries at {service}: earlier records failed on {len(failed)} of {len(during)} attempts "
-            f"while this one waited ({who} {what})",
-            {"attempts": len(during), "failed": len(failed), "busy_share": round(busy, 2)},
+            f"while this one waited ({said})",
+            {
+                "attempts": len(during),
+                "failed": len(failed),
+                "busy_share": round(busy, 2),
+                "dependency": dependency,
+            },
         )
     if busy >= BUSY_FOR_BACKLOG:
         return Cause(
@@ -231,6 +249,18 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
         f"slow pickup at {service}: busy {busy:.0%} of the wait with {len(ahead)} other records",
         {"records_ahead": len(ahead), "per_record_ns": int(per_record), "busy_share": round(busy, 2)},
     )
+
+
+def _longest_gap(spans: Sequence[SpanRecord], start: int, end: int) -> tuple[int, int]:
+    """The longest stretch of [start, end] that none of ``spans`` covers."""
+    best, cursor = (start, start), start
+    for span in sorted(spans, key=lambda s: s.start_ns):
+        if span.start_ns > cursor and min(span.start_ns, end) - cursor > best[1] - best[0]:
+            best = (cursor, min(span.start_ns, end))
+        cursor = max(cursor, span.end_ns)
+    if end > cursor and end - cursor > best[1] - best[0]:
+        best = (cursor, end)
+    return best
 
 
 def _processing(trace: Trace, segment: Segment, end_to_end_ns: int) -> Cause | None:

@@ -32,6 +32,14 @@ FailOption = Annotated[
     list[str] | None,
     typer.Option("--fail", metavar="SERVICE=RATE", help="Make a service fail at a rate 0..1 (repeatable)."),
 ]
+NetworkOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--slow-network",
+        metavar="CALLER:CALLEE=MS",
+        help="Add latency on the wire between two services, e.g. order:inventory=300 (repeatable).",
+    ),
+]
 BreakOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -40,8 +48,14 @@ BreakOption = Annotated[
 ]
 
 
-def parse_faults(slow: list[str] | None, fail: list[str] | None, broken: list[str] | None) -> Faults:
-    """``--slow logistics-worker=800 --fail notification=0.3 --break-context inventory-worker``."""
+def parse_faults(
+    slow: list[str] | None,
+    fail: list[str] | None,
+    broken: list[str] | None,
+    network: list[str] | None = None,
+) -> Faults:
+    """``--slow logistics-worker=800 --fail notification=0.3 --break-context inventory-worker
+    --slow-network order:inventory=300``."""
 
     def pairs(option: str, items: list[str] | None) -> dict[str, float]:
         parsed: dict[str, float] = {}
@@ -55,7 +69,12 @@ def parse_faults(slow: list[str] | None, fail: list[str] | None, broken: list[st
                 raise typer.BadParameter(f"{option} {item!r}: expected SERVICE=NUMBER")
         return parsed
 
-    faults = Faults(pairs("--slow", slow), pairs("--fail", fail), {name.strip() for name in broken or []})
+    faults = Faults(
+        pairs("--slow", slow),
+        pairs("--fail", fail),
+        {name.strip() for name in broken or []},
+        pairs("--slow-network", network),
+    )
     try:
         faults.validate()
     except ValueError as error:
@@ -71,6 +90,8 @@ def _fault_args(faults: Faults) -> list[str]:
         args += ["--fail", f"{name}={rate:g}"]
     for name in sorted(faults.break_context):
         args += ["--break-context", name]
+    for link, ms in faults.slow_network.items():
+        args += ["--slow-network", f"{link}={ms:g}"]
     return args
 
 
@@ -90,6 +111,7 @@ def demo(
     slow: SlowOption = None,
     fail: FailOption = None,
     break_context: BreakOption = None,
+    slow_network: NetworkOption = None,
     keep: Annotated[bool, typer.Option(help="Leave everything running until Ctrl-C.")] = False,
     logs: Annotated[
         str | None, typer.Option(help="Folder for the services' logs (default: a new one).")
@@ -107,7 +129,7 @@ def demo(
     from tracebridge.render.report import diagnosis_view, doctor_view
     from tracebridge.render.waterfall import waterfall
 
-    faults = parse_faults(slow, fail, break_context)
+    faults = parse_faults(slow, fail, break_context, slow_network)
     directory = Path(logs).expanduser() if logs else Path(tempfile.mkdtemp(prefix="tracebridge-demo-"))
     store_path = Path(db).expanduser() if db else DEFAULT_DB
     stack = Stack(directory, faults, db=store_path)
@@ -209,11 +231,12 @@ def up(
     slow: SlowOption = None,
     fail: FailOption = None,
     break_context: BreakOption = None,
+    slow_network: NetworkOption = None,
     collector_port: Annotated[int, typer.Option(help="Collector and UI port (0: any free one).")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for start-up.")] = 90.0,
 ) -> None:
     """Start the eshop stack in the background and leave it running (stop with `down`)."""
-    faults = parse_faults(slow, fail, break_context)
+    faults = parse_faults(slow, fail, break_context, slow_network)
     state_dir = state_dir.expanduser().resolve()
     state_file = state_dir / "stack.json"
     if state_file.exists():

@@ -9,6 +9,7 @@ every child dies with us, even if we are killed.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from types import TracebackType
 from tracebridge import processes
 from tracebridge.broker import EmbeddedBroker, free_port
 from tracebridge.collector.process import CollectorProcess
+from tracebridge.demo.slow_link import SlowLink
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Faults:
     slow: dict[str, float] = field(default_factory=dict)
     fail: dict[str, float] = field(default_factory=dict)
     break_context: set[str] = field(default_factory=set)
+    # "caller:callee" -> ms added on the wire to every request (a delaying TCP link between them)
+    slow_network: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         for option, names in (
@@ -77,6 +81,15 @@ class Faults:
         for name, ms in self.slow.items():
             if ms < 0:
                 raise ValueError(f"--slow {name}={ms:g}: the latency must not be negative")
+        for link, ms in self.slow_network.items():
+            caller, _, callee = link.partition(":")
+            if caller not in SERVICE_NAMES or callee not in _PEERS:
+                raise ValueError(
+                    f"--slow-network {link}={ms:g}: give CALLER:CALLEE, a service and one it calls over "
+                    f"HTTP ({', '.join(_PEERS)})"
+                )
+            if ms < 0:
+                raise ValueError(f"--slow-network {link}={ms:g}: the latency must not be negative")
 
     def env(self, name: str) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -113,6 +126,7 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.collector: CollectorProcess | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.links: dict[str, SlowLink] = {}
         self._collector_port = collector_port
         # The user's own OTEL_*/TRACEBRIDGE_*/ESHOP_* settings must not leak into the stack.
         self._clean = {
@@ -170,6 +184,8 @@ class Stack:
                 self.collector = CollectorProcess(
                     self.db, self.log("collector"), self._clean, port=self._collector_port
                 ).start(timeout)
+            for link, ms in self.faults.slow_network.items():
+                self.links[link] = SlowLink(self.ports[link.partition(":")[2]], ms).start()
             for service in SERVICES:
                 self.spawn(service.name)
             self.wait_healthy(timeout)
@@ -193,7 +209,8 @@ class Stack:
             }
         )
         for peer, variable in _PEERS.items():
-            env[variable] = self.url(peer)
+            link = self.links.get(f"{name}:{peer}")
+            env[variable] = link.url if link is not None else self.url(peer)
         if service.domain is not None:
             env["DATABASE_URL"] = f"sqlite:///{self.directory / service.domain}.db"
         if self.collector is not None:
@@ -252,6 +269,14 @@ class Stack:
         process.kill()
         process.wait(5)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP one service: alive, holding its partitions until the group gives up on it —
+        a consumer that stopped consuming."""
+        self.children[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.children[name].send_signal(signal.SIGCONT)
+
     def restart(self, name: str, timeout: float = 30.0) -> None:
         processes.stop(self.children.get(name))
         self.spawn(name)
@@ -270,9 +295,13 @@ class Stack:
         self.children.clear()
         for process in children:
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a paused service can't hear SIGTERM
                 process.terminate()
         for process in children:
             processes.stop(process)
+        for link in self.links.values():
+            link.stop()
+        self.links.clear()
         if self.collector is not None:
             self.collector.stop()
         if self.broker is not None:

@@ -24,10 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--collector-port", type=int, default=0)
     parser.add_argument("--slow", action="append")
+    parser.add_argument("--slow-network", action="append")
     parser.add_argument("--fail", action="append")
     parser.add_argument("--break-context", action="append")
     args = parser.parse_args(argv)
-    faults = parse_faults(args.slow, args.fail, args.break_context)
+    faults = parse_faults(args.slow, args.fail, args.break_context, args.slow_network)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
