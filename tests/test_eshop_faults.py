@@ -1,6 +1,7 @@
 """Injected faults on the real eshop stack, and what the analysis makes of them: a slow worker
-is named by the verdict, a failing REST service shows retries and a dead letter, and a producer
-that drops trace context is found by the doctor."""
+is named by the verdict (a backlog when orders pile up), a failing REST service shows retries
+and a dead letter, with the cause at its source, a producer that drops trace context is named
+by the doctor, and a slow call, a slow network link and a paused consumer are told apart."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tracebridge.analysis import causes
 from tracebridge.analysis.diagnosis import diagnose
 from tracebridge.analysis.doctor import NO_CONTEXT, doctor
 from tracebridge.analysis.model import Trace
+from tracebridge.analysis.story import story
+from tracebridge.collector.source import StoreSource
 from tracebridge.collector.store import SpanStore
 from tracebridge.demo import runner, shop
 from tracebridge.demo.stack import Faults, Stack
@@ -126,9 +130,118 @@ def test_a_producer_that_drops_context_is_reported_by_the_doctor(broken_stack: S
         ("inventory", "logistics-worker"),
         ("inventory", "order-status-worker"),
     }
+    # and names the producer: no send was traced, but inventory-worker was handling the same
+    # order (the record key) when the record was written
+    assert {(c.producer, c.producer_confidence) for c in chains} == {("inventory-worker", "possible")}
+    assert all(
+        "it was handling the record's key when the record was written" in c.producer_evidence for c in chains
+    )
     # The chain breaks exactly there: inventory-worker's processing is still in the order's trace.
     spans = store.spans_between(0)
     assert not any(s.service == "inventory-worker" and s.kind == "PRODUCER" for s in spans)
     processed = [s for s in spans if s.service == "inventory-worker" and s.kind == "CONSUMER"]
     # (order publishes with AIOProducer: the context reaches inventory-worker in the envelope)
     assert processed and all(s.attributes["tracebridge.context.source"] == "envelope" for s in processed)
+
+
+def diagnose_order(stack: Stack, order_id: str):  # type: ignore[no-untyped-def]
+    """What the CLI and the UI answer for one order: its story, with the store to look around in."""
+    trace = runner.wait_traces(stack.db, [order_id], timeout=30)[order_id]
+    source = StoreSource(stack.db)
+    return diagnose(story(source, trace.spans[0].trace_id), nearby=source.spans_between)
+
+
+def test_orders_piling_up_at_a_slow_worker_are_a_backlog(slow_stack: Stack) -> None:
+    ids = asyncio.run(runner.place_orders(slow_stack.gateway_url, 6, concurrency=6, seed=5))
+    asyncio.run(runner.wait_final(slow_stack.gateway_url, ids, timeout=60))
+    diagnoses = [diagnose_order(slow_stack, order_id) for order_id in ids]
+    last = max(diagnoses, key=lambda d: d.end_to_end_ns)
+    assert (
+        last.verdict is not None and last.verdict.where == "queue wait on `inventory` before logistics-worker"
+    )
+    cause = last.verdict.cause
+    assert cause is not None and cause.kind == causes.BACKLOG and cause.service == "logistics-worker", cause
+    assert cause.facts["records_ahead"] >= 3 and 450e6 <= cause.facts["per_record_ns"] <= 900e6
+    assert cause.text in last.headline
+
+
+def test_a_refusing_rest_service_is_the_cause_and_the_failures_source(broken_stack: Stack) -> None:
+    order_id = place_one(broken_stack)
+    store = SpanStore(broken_stack.db)
+
+    def dead_lettered() -> Trace | None:
+        trace = runner.order_trace(store, order_id)
+        served = [s for s in trace.spans if s.service == "notification"] if trace else []
+        return (
+            trace
+            if trace and len(served) >= 4 and any(s.name == "send orders.dlq" for s in trace.spans)
+            else None
+        )
+
+    trace = wait_for(dead_lettered)
+    store.close()
+    diagnosis = diagnose(trace)
+    # the record's last attempt waited longest: behind the three failed ones and their backoff
+    waits = [
+        s for s in diagnosis.segments if s.service == "notification-worker" and s.category == "queue wait"
+    ]
+    retried = causes.verdict_cause(trace, max(waits, key=lambda s: s.duration_ns), 0)
+    assert retried is not None and retried.kind == causes.RETRIES
+    assert retried.text.startswith(
+        "retries at notification-worker: notification answered 503 on 4 of 4 attempts, "  # then the DLQ
+    )
+    assert retried.facts["dependency"] == "notification"
+    failure = diagnosis.failure_cause
+    assert failure is not None and failure.service == "notification"
+    assert failure.text.startswith(
+        "failed at notification (POST /sendEmail: HTTP 503) → notification-worker ("
+    )
+    assert failure.text.endswith("→ dead-lettered to `orders.dlq` by notification-worker")
+
+
+@pytest.fixture(scope="module")
+def mixed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    faults = Faults(slow={"billing": 400}, slow_network={"order:inventory": 250})
+    with Stack(tmp_path_factory.mktemp("mixed"), faults) as stack:
+        yield stack
+
+
+def test_a_slow_call_and_a_slow_link_are_told_apart(mixed_stack: Stack) -> None:
+    diagnosis = diagnose_order(mixed_stack, place_one(mixed_stack))
+    assert (
+        diagnosis.verdict is not None and diagnosis.verdict.where == "processing in billing (POST /charges)"
+    )
+    cause = diagnosis.verdict.cause
+    assert cause is not None and cause.kind == causes.SLOW_CALL and cause.facts["callee"] == "billing"
+    assert cause.facts["caller"] == "order" and cause.facts["call_ns"] >= 400e6
+    # the second-costliest stretch is the wire between order and inventory, not inventory itself
+    network = max(
+        (
+            s
+            for s in diagnosis.segments
+            if s.category == "network" and s.service == "order" and s.peer == "inventory"
+        ),
+        key=lambda s: s.duration_ns,
+    )
+    whole = story(StoreSource(mixed_stack.db), diagnosis.trace_id)
+    link = causes.verdict_cause(whole, network, diagnosis.end_to_end_ns)
+    assert link is not None and link.kind == causes.SLOW_NETWORK and link.facts["peer"] == "inventory"
+    assert link.facts["call_ns"] - link.facts["server_ns"] >= 240e6
+
+
+def test_a_paused_consumer_is_no_activity_not_a_slow_one(mixed_stack: Stack) -> None:
+    mixed_stack.pause("logistics-worker")
+    try:
+        ids = asyncio.run(runner.place_orders(mixed_stack.gateway_url, 1, seed=9))
+        time.sleep(4)
+    finally:
+        mixed_stack.resume("logistics-worker")
+    asyncio.run(runner.wait_final(mixed_stack.gateway_url, ids, timeout=60))
+    diagnosis = diagnose_order(mixed_stack, ids[0])
+    assert (
+        diagnosis.verdict is not None
+        and diagnosis.verdict.where == "queue wait on `inventory` before logistics-worker"
+    )
+    cause = diagnosis.verdict.cause
+    assert cause is not None and cause.kind == causes.IDLE and cause.service == "logistics-worker", cause
+    assert cause.facts["state"] == "stopped, paused or rebalancing" and cause.facts["idle_ns"] >= 2.5e9

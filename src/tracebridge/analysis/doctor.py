@@ -116,8 +116,15 @@ class _Producers:
         ]
         if not handled:
             return None
-        during = [s for s in handled if s.end_ns + _SLACK_NS >= written]
-        chosen = max(during, key=lambda s: s.start_ns) if during else max(handled, key=lambda s: s.end_ns)
+
+        def fit(span: SpanRecord) -> tuple[bool, bool, int]:
+            # A handler sends its output near its end and then finishes: prefer a span that
+            # succeeded, that was running when the record was written, and that ended soonest
+            # after — not, say, another consumer's retries of the same order around that time.
+            running = span.end_ns + _SLACK_NS >= written
+            return (span.status == "ERROR", not running, abs(span.end_ns - written))
+
+        chosen = min(handled, key=fit)
         return _Suspect(chosen.service, POSSIBLE, None, orphan.start_ns - min(chosen.end_ns, orphan.start_ns))
 
 
