@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo test bench soak lint screenshots system-packages clean
+.PHONY: demo test bench bench-diagnosis soak lint screenshots system-packages clean
 
 # Tests use real parts from Debian: Chromium for the UI, a PostgreSQL server for the SQL layer.
 # Installed here if missing (no browser or database is downloaded at test time).
@@ -45,6 +45,11 @@ bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
+	$(PY) bench/diagnose_accuracy.py
+
+# How often the verdict names an injected fault's cause (12 runs of the whole stack, ~5 min).
+bench-diagnosis: $(STAMP)
+	$(PY) bench/diagnose_accuracy.py --rounds 2
 
 # The long soak: 2 000 orders under every fault at once (tests/test_soak.py is the short form).
 soak: $(STAMP)

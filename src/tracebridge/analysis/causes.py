@@ -275,7 +275,13 @@ def _processing(trace: Trace, segment: Segment, end_to_end_ns: int) -> Cause | N
         and caller.kind == "CLIENT"
         and caller.service != span.service
     ):
+        # the caller's own request (its server or consumer span), not a resolver in between
         origin = trace.parent(caller)
+        while origin is not None and origin.kind not in ("SERVER", "CONSUMER"):
+            above = trace.parent(origin)
+            if above is None or above.service != caller.service:
+                break
+            origin = above
         whole = origin.duration_ns if origin is not None else caller.duration_ns
         return Cause(
             SLOW_CALL,

@@ -180,7 +180,15 @@ def demo(
             raise typer.Exit(1)
         diagnoses = {order_id: diagnose(trace) for order_id, trace in traces.items()}
         order_id = max(diagnoses, key=lambda o: diagnoses[o].end_to_end_ns)
-        trace, diagnosis = traces[order_id], diagnoses[order_id]
+        # the one shown gets its causes, with the store to see what the consumers were doing
+        around = SpanStore(stack.db)
+        trace = traces[order_id]
+        try:
+            diagnosis = diagnose(
+                trace, nearby=lambda start, end: around.spans_between(start, end, limit=50_000)
+            )
+        finally:
+            around.close()
         console.print(
             f"\n[bold]slowest order {order_id}[/] ({statuses.get(order_id, '?')}): one trace of "
             f"{diagnosis.span_count} spans across {len(diagnosis.services)} services\n"

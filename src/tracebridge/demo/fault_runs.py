@@ -46,7 +46,10 @@ class Outcome:
 
 
 def _pause_logistics(stack: Stack) -> None:
-    """Stop the logistics worker consuming for 6 s while the orders' records arrive."""
+    """After one order went through, stop the logistics worker consuming for 6 s while the
+    orders' records arrive (so it is a consumer that stopped, not one that never started)."""
+    warm_up = asyncio.run(runner.place_orders(stack.gateway_url, 1, seed=3))
+    asyncio.run(runner.wait_final(stack.gateway_url, warm_up, timeout=60))
     stack.pause("logistics-worker")
     threading.Timer(6.0, stack.resume, args=("logistics-worker",)).start()
 
