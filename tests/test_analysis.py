@@ -133,7 +133,11 @@ def test_slow_consumer_is_named_as_the_verdict() -> None:
     assert (diagnosis.verdict.category, diagnosis.verdict.service) == (PROCESSING, "logistics-worker")
     assert diagnosis.verdict.span_name == "process orders"
     assert round(diagnosis.verdict.duration_ns / MS) == 600 - 10  # own time: the 10 ms HTTP call excluded
-    assert diagnosis.headline.endswith("processing in logistics-worker (process orders)")
+    assert diagnosis.verdict.where == "processing in logistics-worker (process orders)"
+    assert diagnosis.headline.endswith(
+        "— slow processing in logistics-worker: process orders took 600 ms per record, "
+        "98% of it in its own code"
+    )
 
 
 def test_negative_gap_without_measurement_is_clock_skew_not_negative_wait() -> None:

@@ -78,7 +78,9 @@ def others(topic: str, service: str, starts: list[float], each: float, **more: A
 
 
 def nearby_of(spans: list[SpanRecord]):  # type: ignore[no-untyped-def]
-    return lambda start, end: [s for s in spans if s.end_ns >= start and s.start_ns <= end]
+    return lambda start, end, service: [
+        s for s in spans if s.end_ns >= start and s.start_ns <= end and service in (None, s.service)
+    ]
 
 
 def test_a_queue_wait_behind_a_busy_consumer_is_a_backlog() -> None:

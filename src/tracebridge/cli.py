@@ -267,14 +267,14 @@ def _load_trace(
         raise typer.Exit(1) from None
 
 
-def _nearby(source: Source) -> Callable[[int, int], list[SpanRecord]]:
+def _nearby(source: Source) -> Callable[[int, int, str | None], list[SpanRecord]]:
     """Other traces' spans of a window, for the verdict's cause; a source that fails there
     costs the cause, not the answer."""
     from tracebridge.analysis.sources import SourceUnavailable
 
-    def nearby(start_ns: int, end_ns: int) -> list[SpanRecord]:
+    def nearby(start_ns: int, end_ns: int, service: str | None) -> list[SpanRecord]:
         try:
-            return source.spans_between(start_ns, end_ns)
+            return source.spans_between(start_ns, end_ns, service)
         except SourceUnavailable:
             return []
 

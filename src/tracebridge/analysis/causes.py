@@ -6,7 +6,7 @@ retrying a record its dependency kept refusing, or nothing consumed at all (stop
 restarted, not yet started), or one synchronous call took most of the request, or the network
 to a peer did.  Each answer comes from spans: the trace's own (earlier attempts of the same
 record, the calls under a span) and, for a queue wait, the consumer's spans from other traces
-during the wait — ``nearby(start_ns, end_ns)`` gives those (any source can; without it a
+during the wait — ``nearby(start_ns, end_ns, service)`` gives those (any source can; without it a
 backlog can't be told from idling, and the cause says so).
 
 A failed order has a second cause: the exception at its source (the deepest failed span),
@@ -36,7 +36,7 @@ FAILURE = "failure"
 BUSY_FOR_BACKLOG = 0.5  # the consumer was handling other records for at least this share of the wait
 LOOK_BACK_NS = 600 * 10**9  # how far before a wait an idle consumer's last activity is looked for
 
-Nearby = Callable[[int, int], Sequence[SpanRecord]]
+Nearby = Callable[[int, int, str | None], Sequence[SpanRecord]]  # (start, end, service or all)
 
 
 def _duration(ns: float) -> str:
@@ -185,7 +185,7 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
     mine = {span.span_id for span in trace.spans}
     around = [
         span
-        for span in nearby(segment.start_ns - LOOK_BACK_NS, segment.end_ns)
+        for span in nearby(segment.start_ns - LOOK_BACK_NS, segment.end_ns, service)
         if span.service == service and span.span_id not in mine and messaging.role(span) == messaging.PROCESS
     ]
     during = [s for s in around if s.end_ns > segment.start_ns and s.start_ns < segment.end_ns]
@@ -216,7 +216,7 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
     failed = [s for s in during if s.status == "ERROR"]
     if failed and len(failed) * 3 >= len(during):
         # what those attempts called is among the nearby spans too: the dependency that refused
-        context = Trace(nearby(segment.start_ns, segment.end_ns))
+        context = Trace(nearby(segment.start_ns, segment.end_ns, None))
         reasons: dict[tuple[str, str], int] = {}
         for attempt in failed:
             key = _why_attempt_failed(context, context.by_id.get(attempt.span_id, attempt))

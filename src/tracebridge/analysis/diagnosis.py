@@ -306,8 +306,8 @@ def verdict(
 
 def diagnose(trace: Trace, nearby: Nearby | None = None) -> Diagnosis:
     """The verdict for one trace (or an order's story): critical path, hop breakdown, failures,
-    retries, DLQ, and the causes.  ``nearby(start_ns, end_ns)`` — the spans of any trace in a
-    window, which a source can give — lets a queue wait's cause be told (a backlog, idling)."""
+    retries, DLQ, and the causes.  ``nearby(start_ns, end_ns, service)`` — the spans of any
+    trace in a window, which a source can give — lets a queue wait's cause be told (a backlog, idling)."""
     if not trace.spans:
         raise ValueError("an empty trace has no diagnosis")
     start = min(span.start_ns for span in trace.spans)

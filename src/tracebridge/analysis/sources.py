@@ -73,8 +73,9 @@ class Source(Protocol):
         """Spans of *other* traces with a link into ``trace_id`` (link-only consumers)."""
         ...
 
-    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
-        """Spans of any trace running in a window (what a consumer did while a record waited)."""
+    def spans_between(self, start_ns: int, end_ns: int, service: str | None = None) -> list[SpanRecord]:
+        """Spans of any trace running in a window — of one service, if given (what a consumer
+        did while a record waited)."""
         ...
 
     def services(self) -> list[str]:
@@ -166,8 +167,12 @@ class SpanListSource:
     def services(self) -> list[str]:
         return sorted({span.service for span in self.spans})
 
-    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
-        return [span for span in self.spans if span.end_ns >= start_ns and span.start_ns <= end_ns]
+    def spans_between(self, start_ns: int, end_ns: int, service: str | None = None) -> list[SpanRecord]:
+        return [
+            span
+            for span in self.spans
+            if span.end_ns >= start_ns and span.start_ns <= end_ns and service in (None, span.service)
+        ]
 
     def search(self, query: SearchQuery) -> list[TraceSummary]:
         traces: dict[str, list[SpanRecord]] = {}
@@ -281,13 +286,17 @@ class JaegerSource(_HttpBackend):
                 out.extend(s for s in spans if any(link.trace_id == wanted for link in s.links))
         return out
 
-    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+    def spans_between(self, start_ns: int, end_ns: int, service: str | None = None) -> list[SpanRecord]:
         window = {"start": start_ns // 1000, "end": end_ns // 1000 + 1, "limit": 200}
+        if service is not None:
+            traces = [jaeger_spans(raw) for raw in self._search({**window, "service": service})]
+        else:
+            traces = list(self._traces(window).values())
         return [
             span
-            for spans in self._traces(window).values()
+            for spans in traces
             for span in spans
-            if span.end_ns >= start_ns and span.start_ns <= end_ns
+            if span.end_ns >= start_ns and span.start_ns <= end_ns and service in (None, span.service)
         ]
 
     def search(self, query: SearchQuery) -> list[TraceSummary]:
@@ -533,12 +542,13 @@ class TempoSource(_HttpBackend):
             spans.extend(span for span in self.trace(trace_id).spans if span.start_ns >= since_ns)
         return spans
 
-    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
+    def spans_between(self, start_ns: int, end_ns: int, service: str | None = None) -> list[SpanRecord]:
+        traceql = f"{{ resource.service.name = {_traceql_string(service)} }}" if service else "{ }"
         return [
             span
-            for trace_id in self._search("{ }", 50, start_ns=start_ns, end_ns=end_ns)
+            for trace_id in self._search(traceql, 50, start_ns=start_ns, end_ns=end_ns)
             for span in self.trace(trace_id).spans
-            if span.end_ns >= start_ns and span.start_ns <= end_ns
+            if span.end_ns >= start_ns and span.start_ns <= end_ns and service in (None, span.service)
         ]
 
     def services(self) -> list[str]:

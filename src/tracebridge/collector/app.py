@@ -246,10 +246,10 @@ def build_app(
         except SourceUnavailable as error:
             return JSONResponse({"error": str(error)}, status_code=502)
 
-    def _nearby(start_ns: int, end_ns: int) -> list[SpanRecord]:
+    def _nearby(start_ns: int, end_ns: int, service: str | None) -> list[SpanRecord]:
         """Other traces' spans of a window, for a cause; a source that can't answer gives none."""
         try:
-            return reader.spans_between(start_ns, end_ns)
+            return reader.spans_between(start_ns, end_ns, service)
         except SourceUnavailable:
             return []
 

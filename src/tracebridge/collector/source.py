@@ -50,8 +50,8 @@ class StoreSource:
     def services(self) -> list[str]:
         return self.store.services()
 
-    def spans_between(self, start_ns: int, end_ns: int) -> list[SpanRecord]:
-        return self.store.spans_between(start_ns, end_ns, limit=50_000)
+    def spans_between(self, start_ns: int, end_ns: int, service: str | None = None) -> list[SpanRecord]:
+        return self.store.spans_between(start_ns, end_ns, limit=50_000, service=service)
 
     def search(self, query: SearchQuery) -> list[TraceSummary]:
         return self.store.search(

@@ -461,15 +461,24 @@ class SpanStore:
             ]
 
     def spans_between(
-        self, start_ns: int, end_ns: int | None = None, limit: int = 200_000
+        self, start_ns: int, end_ns: int | None = None, limit: int = 200_000, service: str | None = None
     ) -> list[SpanRecord]:
-        """Spans that started in a time window (for the doctor and the service map)."""
+        """Spans that started in a time window (for the doctor and the service map), of one
+        service if given (the service/time index: what one consumer did while a record waited)."""
+        end = end_ns if end_ns is not None else 2**63 - 1
         with self._reader() as connection:
-            rows = connection.execute(
-                "SELECT service, scope, resource_id, body FROM spans WHERE start_ns >= ? AND start_ns <= ? "
-                "ORDER BY start_ns LIMIT ?",
-                (start_ns, end_ns if end_ns is not None else 2**63 - 1, limit),
-            ).fetchall()
+            if service is None:
+                rows = connection.execute(
+                    "SELECT service, scope, resource_id, body FROM spans "
+                    "WHERE start_ns >= ? AND start_ns <= ? ORDER BY start_ns LIMIT ?",
+                    (start_ns, end, limit),
+                ).fetchall()
+            else:
+                rows = connection.execute(
+                    "SELECT service, scope, resource_id, body FROM spans WHERE service = ? AND start_ns >= ? "
+                    "AND start_ns <= ? ORDER BY start_ns LIMIT ?",
+                    (service, start_ns, end, limit),
+                ).fetchall()
         return self._records(rows)
 
     def linking_to(self, trace_id: str, limit: int = 1000) -> list[SpanRecord]:

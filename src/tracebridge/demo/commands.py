@@ -185,7 +185,7 @@ def demo(
         trace = traces[order_id]
         try:
             diagnosis = diagnose(
-                trace, nearby=lambda start, end: around.spans_between(start, end, limit=50_000)
+                trace, nearby=lambda start, end, service: around.spans_between(start, end, 50_000, service)
             )
         finally:
             around.close()
