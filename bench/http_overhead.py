@@ -1,0 +1,235 @@
+"""CPU per request of HTTP tracing — server spans (FastAPI) and client spans (httpx) — bare vs
+OpenTelemetry contrib's instrumentation vs tracebridge, every traced variant exporting for real.
+
+    python bench/http_overhead.py [--requests 3000] [--rounds 3] [--concurrency 8]
+
+**Server**: a FastAPI app (``GET /stock/{sku}``, a small JSON answer) under uvicorn in a fresh
+process per variant; a load generator in this process sends ``--requests`` requests over
+``--concurrency`` keep-alive connections; the figure is the *server process's* CPU time
+(user + system, from ``/proc``) per request, measured from before the first timed request to
+after the server flushed its spans (``GET /flush``), so export is inside it.
+**Client**: ``--requests`` httpx calls from a fresh process per variant to a bare server; the
+figure is the calling process's CPU per call, flush included.
+
+Variants: ``bare``; ``contrib`` — ``FastAPIInstrumentor`` / ``HTTPXClientInstrumentor`` behind the
+SDK's ``BatchSpanProcessor`` and OTLP/HTTP exporter; ``tracebridge`` — ``configure()`` +
+``instrument()``.  Traced variants export OTLP/HTTP protobuf to a separate receiving process
+(``otlp_sink.py``).  Variants are interleaved round by round; ratios are computed within a round.
+Target (issue "Tracing that costs close to nothing"): tracebridge's added CPU ≤ 0.15 × contrib's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("bare", "contrib", "tracebridge")
+QUEUE = 1 << 17
+TARGET = 0.15
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _setup(variant: str, endpoint: str, side: str):  # type: ignore[no-untyped-def]
+    """Install the variant's tracing as a user would; return its flush."""
+    if variant == "bare":
+        return lambda: None
+    if variant == "contrib":
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE))
+        trace.set_tracer_provider(provider)
+        if side == "client":
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            HTTPXClientInstrumentor().instrument()
+        return provider.force_flush
+    import tracebridge
+
+    provider = tracebridge.configure(
+        service_name=f"bench-{side}", otlp_traces_endpoint=endpoint, bsp_max_queue_size=QUEUE
+    )
+    tracebridge.instrument(only=("httpx",) if side == "client" else ("fastapi", "starlette", "asgi"))
+    return provider.force_flush
+
+
+def serve(variant: str, port: int, endpoint: str) -> None:
+    """The measured server (its own process)."""
+    flush = _setup(variant, endpoint, "server")
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/stock/{sku}")
+    async def stock(sku: str) -> dict[str, object]:
+        return {"sku": sku, "available": 42}
+
+    @app.get("/flush")
+    async def flush_spans() -> dict[str, bool]:
+        return {"flushed": bool(flush())}
+
+    if variant == "contrib":
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def _load(base: str, requests: int, concurrency: int) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=concurrency)) as client:
+        queue = iter(range(requests))
+
+        async def worker() -> None:
+            for number in queue:
+                response = await client.get(f"/stock/SKU-{number % 50}")
+                response.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the benchmark server died"
+        try:
+            httpx.get(f"{base}/stock/warm", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("the benchmark server did not start")
+
+
+def measure_server(variant: str, requests: int, concurrency: int, endpoint: str, env: dict[str, str]) -> float:
+    import httpx
+
+    from tracebridge.broker import free_port
+
+    port = free_port()
+    command = [sys.executable, __file__, "--serve", variant, "--port", str(port), "--endpoint", endpoint]
+    process = subprocess.Popen(command, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(base, process)
+        asyncio.run(_load(base, max(200, requests // 10), concurrency))  # warm-up
+        httpx.get(f"{base}/flush", timeout=30)
+        before = _cpu_seconds(process.pid)
+        asyncio.run(_load(base, requests, concurrency))
+        httpx.get(f"{base}/flush", timeout=30)
+        return (_cpu_seconds(process.pid) - before) / requests * 1e6
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def client_calls(variant: str, base: str, requests: int, endpoint: str) -> float:
+    """The measured client (its own process): CPU µs per httpx call, flush included."""
+    flush = _setup(variant, endpoint, "client")
+    import httpx
+
+    with httpx.Client(base_url=base) as client:
+        for number in range(max(200, requests // 10)):
+            client.get(f"/stock/SKU-{number % 50}")
+        flush()
+        started = time.process_time()
+        for number in range(requests):
+            client.get(f"/stock/SKU-{number % 50}")
+        flush()
+        return (time.process_time() - started) / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--call", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.endpoint)
+        return
+    if args.call:
+        print(json.dumps({"cpu_us": client_calls(args.call, args.base, args.requests, args.endpoint)}))
+        return
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kafka_overhead import Sink  # the same separate OTLP receiver
+
+    from tracebridge.broker import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    server: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    client: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    with Sink() as sink:
+        target_port = free_port()
+        target = subprocess.Popen(
+            [sys.executable, __file__, "--serve", "bare", "--port", str(target_port), "--endpoint", sink.endpoint],
+            env=env,
+        )
+        base = f"http://127.0.0.1:{target_port}"
+        try:
+            _wait_up(base, target)
+            for round_number in range(1, args.rounds + 1):
+                for variant in VARIANTS:
+                    server[variant].append(measure_server(variant, args.requests, args.concurrency, sink.endpoint, env))
+                    command = [sys.executable, __file__, "--call", variant, "--base", base]
+                    command += ["--requests", str(args.requests), "--endpoint", sink.endpoint]
+                    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+                    client[variant].append(json.loads(output.strip().splitlines()[-1])["cpu_us"])
+                    print(
+                        f"round {round_number} {variant:<12} server {server[variant][-1]:7.1f} µs/request  "
+                        f"client {client[variant][-1]:7.1f} µs/call",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        finally:
+            target.terminate()
+            target.wait(10)
+        spans = sink.received()
+    print(f"\nHTTP: {args.requests} requests × {args.rounds} rounds; CPU µs per request, median; {spans} spans exported")
+    print(f"{'variant':<14}{'server':>10}{'added':>10}{'client':>10}{'added':>10}")
+    for variant in VARIANTS:
+        s, c = statistics.median(server[variant]), statistics.median(client[variant])
+        print(
+            f"{variant:<14}{s:>10.1f}{s - statistics.median(server['bare']):>10.1f}"
+            f"{c:>10.1f}{c - statistics.median(client['bare']):>10.1f}"
+        )
+    for name, side in (("server (FastAPI)", server), ("client (httpx)", client)):
+        ratios = [
+            (side["tracebridge"][n] - side["bare"][n]) / (side["contrib"][n] - side["bare"][n])
+            for n in range(args.rounds)
+            if side["contrib"][n] > side["bare"][n]
+        ]
+        ratio = statistics.median(ratios) if ratios else float("nan")
+        verdict = "met" if ratio <= TARGET else "NOT met"
+        print(
+            f"{name}: tracebridge/contrib added CPU = {ratio:.2f} (per round: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; target ≤ {TARGET}: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()
