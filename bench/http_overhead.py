@@ -15,7 +15,7 @@ Variants: ``bare``; ``contrib`` — ``FastAPIInstrumentor`` / ``HTTPXClientInstr
 SDK's ``BatchSpanProcessor`` and OTLP/HTTP exporter; ``tracebridge`` — ``configure()`` +
 ``instrument()``.  Traced variants export OTLP/HTTP protobuf to a separate receiving process
 (``otlp_sink.py``).  Variants are interleaved round by round; ratios are computed within a round.
-Target (issue "Tracing that costs close to nothing"): tracebridge's added CPU ≤ 0.15 × contrib's.
+Target (issue "Tracing that costs close to nothing"): tracebridge's added CPU ≤ 0.15 x contrib's.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def _setup(variant: str, endpoint: str, side: str):  # type: ignore[no-untyped-d
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE)
+        )
         trace.set_tracer_provider(provider)
         if side == "client":
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -119,7 +121,9 @@ def _wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the benchmark server did not start")
 
 
-def measure_server(variant: str, requests: int, concurrency: int, endpoint: str, env: dict[str, str]) -> float:
+def measure_server(
+    variant: str, requests: int, concurrency: int, endpoint: str, env: dict[str, str]
+) -> float:
     import httpx
 
     from tracebridge.broker import free_port
@@ -158,7 +162,9 @@ def client_calls(variant: str, base: str, requests: int, endpoint: str) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -177,7 +183,6 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     from kafka_overhead import Sink  # the same separate OTLP receiver
-
     from tracebridge.broker import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
@@ -186,7 +191,16 @@ def main() -> None:
     with Sink() as sink:
         target_port = free_port()
         target = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "bare", "--port", str(target_port), "--endpoint", sink.endpoint],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                "bare",
+                "--port",
+                str(target_port),
+                "--endpoint",
+                sink.endpoint,
+            ],
             env=env,
         )
         base = f"http://127.0.0.1:{target_port}"
@@ -194,10 +208,14 @@ def main() -> None:
             _wait_up(base, target)
             for round_number in range(1, args.rounds + 1):
                 for variant in VARIANTS:
-                    server[variant].append(measure_server(variant, args.requests, args.concurrency, sink.endpoint, env))
+                    server[variant].append(
+                        measure_server(variant, args.requests, args.concurrency, sink.endpoint, env)
+                    )
                     command = [sys.executable, __file__, "--call", variant, "--base", base]
                     command += ["--requests", str(args.requests), "--endpoint", sink.endpoint]
-                    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+                    output = subprocess.run(
+                        command, env=env, capture_output=True, text=True, check=True
+                    ).stdout
                     client[variant].append(json.loads(output.strip().splitlines()[-1])["cpu_us"])
                     print(
                         f"round {round_number} {variant:<12} server {server[variant][-1]:7.1f} µs/request  "
@@ -209,7 +227,10 @@ def main() -> None:
             target.terminate()
             target.wait(10)
         spans = sink.received()
-    print(f"\nHTTP: {args.requests} requests × {args.rounds} rounds; CPU µs per request, median; {spans} spans exported")
+    print(
+        f"\nHTTP: {args.requests} requests x {args.rounds} rounds; CPU µs per request, median; "
+        f"{spans} spans exported"
+    )
     print(f"{'variant':<14}{'server':>10}{'added':>10}{'client':>10}{'added':>10}")
     for variant in VARIANTS:
         s, c = statistics.median(server[variant]), statistics.median(client[variant])
