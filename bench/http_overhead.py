@@ -30,8 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+from kafka_overhead import QUEUE, Sink, contrib_provider  # one pipeline, one separate receiver
+
 VARIANTS = ("bare", "contrib", "tracebridge")
-QUEUE = 1 << 17
 TARGET = 0.15
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -46,16 +47,7 @@ def _setup(variant: str, endpoint: str, side: str):  # type: ignore[no-untyped-d
     if variant == "bare":
         return lambda: None
     if variant == "contrib":
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        provider = TracerProvider()
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE)
-        )
-        trace.set_tracer_provider(provider)
+        provider = contrib_provider(endpoint)
         if side == "client":
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -181,8 +173,6 @@ def main() -> None:
         print(json.dumps({"cpu_us": client_calls(args.call, args.base, args.requests, args.endpoint)}))
         return
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from kafka_overhead import Sink  # the same separate OTLP receiver
     from tracebridge.broker import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}

@@ -47,6 +47,20 @@ CONTRIB = {
 }
 
 
+def contrib_provider(endpoint: str):  # type: ignore[no-untyped-def]
+    """The pipeline contrib's users get: the SDK's provider, ``BatchSpanProcessor`` (with room
+    for every span of a run) and OTLP/HTTP exporter, set as the global provider."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
 def setup(client: str, variant: str, endpoint: str) -> Callable[[], None]:
     """Install the variant's tracing, exactly as a user would; return its flush."""
     if variant in ("bare", "bare+header"):
@@ -54,16 +68,7 @@ def setup(client: str, variant: str, endpoint: str) -> Callable[[], None]:
     if variant == "contrib":
         import importlib
 
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        provider = TracerProvider()
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=QUEUE)
-        )
-        trace.set_tracer_provider(provider)
+        provider = contrib_provider(endpoint)
         module, _, name = CONTRIB[client].partition(":")
         getattr(importlib.import_module(module), name)().instrument()
         return lambda: provider.force_flush()

@@ -14,9 +14,7 @@ from rich.markup import escape
 from tracebridge.demo import commands as demo_commands
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from tracebridge.analysis.model import SpanRecord, Trace
+    from tracebridge.analysis.model import Trace
     from tracebridge.analysis.sources import Source
 
 app = typer.Typer(
@@ -267,20 +265,6 @@ def _load_trace(
         raise typer.Exit(1) from None
 
 
-def _nearby(source: Source) -> Callable[[int, int, str | None], list[SpanRecord]]:
-    """Other traces' spans of a window, for the verdict's cause; a source that fails there
-    costs the cause, not the answer."""
-    from tracebridge.analysis.sources import SourceUnavailable
-
-    def nearby(start_ns: int, end_ns: int, service: str | None) -> list[SpanRecord]:
-        try:
-            return source.spans_between(start_ns, end_ns, service)
-        except SourceUnavailable:
-            return []
-
-    return nearby
-
-
 TraceId = Annotated[str | None, typer.Argument(help="Trace id (32 hex characters).", show_default=False)]
 OrderOption = Annotated[str | None, typer.Option("--order", help="Find the trace by order.id.")]
 FindOption = Annotated[
@@ -301,10 +285,11 @@ def trace_command(
     from dataclasses import asdict
 
     from tracebridge.analysis.diagnosis import diagnose
+    from tracebridge.analysis.sources import nearby_of
     from tracebridge.render.waterfall import waterfall
 
     trace, reader = _load_trace(source, trace_id, order, find)
-    diagnosis = diagnose(trace, nearby=_nearby(reader))
+    diagnosis = diagnose(trace, nearby=nearby_of(reader))
     if as_json:
         spans = [
             asdict(span) | {"critical": span.span_id in diagnosis.critical_span_ids} for span in trace.spans
@@ -327,10 +312,11 @@ def diagnose(
     import json
 
     from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
+    from tracebridge.analysis.sources import nearby_of
     from tracebridge.render.report import diagnosis_view
 
     trace, reader = _load_trace(source, trace_id, order, find)
-    diagnosis = run_diagnosis(trace, nearby=_nearby(reader))
+    diagnosis = run_diagnosis(trace, nearby=nearby_of(reader))
     if as_json:
         print(json.dumps(diagnosis.to_json()))
         return

@@ -22,7 +22,7 @@ from typing import Any
 
 from tracebridge.analysis import messaging
 from tracebridge.analysis.critical_path import NETWORK, PROCESSING, PUBLISH, QUEUE_WAIT, Segment
-from tracebridge.analysis.model import SpanRecord, Trace
+from tracebridge.analysis.model import SpanRecord, Trace, error_type, http_status_code
 
 BACKLOG = "backlog"
 RETRIES = "retries"
@@ -68,18 +68,8 @@ def _callee(trace: Trace, client: SpanRecord) -> SpanRecord | None:
     return next((c for c in trace.children.get(client.span_id, []) if c.service != client.service), None)
 
 
-def _status_code(span: SpanRecord) -> Any:
-    return span.attributes.get("http.response.status_code") or span.attributes.get("http.status_code")
-
-
 def _error_of(span: SpanRecord) -> str:
-    for event in span.events:
-        if event.name == "exception":
-            return str(event.attributes.get("exception.type") or "an exception")
-    code = _status_code(span)
-    if code:
-        return f"HTTP {code}"
-    return str(span.attributes.get("error.type") or span.status_message or "an error")
+    return error_type(span) or span.status_message or "an error"
 
 
 def _descendants(trace: Trace, span: SpanRecord) -> list[SpanRecord]:
@@ -95,14 +85,14 @@ def _why_attempt_failed(trace: Trace, attempt: SpanRecord) -> tuple[str, str]:
     """(who, what) for a failed attempt: the dependency that answered an error, else the
     exception the handler raised."""
     for child in sorted(_descendants(trace, attempt), key=lambda s: s.start_ns):
-        if child.kind == "CLIENT" and (child.status == "ERROR" or (_status_code(child) or 0) >= 500):
+        if child.kind == "CLIENT" and (child.status == "ERROR" or (http_status_code(child) or 0) >= 500):
             server = _callee(trace, child)
             who = (
                 server.service
                 if server is not None
                 else str(child.attributes.get("server.address") or "its peer")
             )
-            code = _status_code(server or child)
+            code = http_status_code(server or child)
             return who, f"answered {code}" if code else f"failed ({_error_of(server or child)})"
     return attempt.service, f"raised {_error_of(attempt)}"
 
@@ -211,7 +201,6 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
             f"no consumer activity at {service} for {_duration(idle)}{share} on `{topic}` ({state})",
             {"state": state.partition(":")[0], "idle_ns": idle, "wait_ns": wait},
         )
-    ahead = during  # the records this consumer handled while this one waited
     per_record = sum(s.duration_ns for s in during) / len(during)
     failed = [s for s in during if s.status == "ERROR"]
     if failed and len(failed) * 3 >= len(during):
@@ -240,14 +229,14 @@ def _queue_wait(trace: Trace, segment: Segment, nearby: Nearby | None) -> Cause 
         return Cause(
             BACKLOG,
             service,
-            f"backlog at {service}: {_duration(per_record)} per record, {len(ahead)} records ahead",
-            {"records_ahead": len(ahead), "per_record_ns": int(per_record), "busy_share": round(busy, 2)},
+            f"backlog at {service}: {_duration(per_record)} per record, {len(during)} records ahead",
+            {"records_ahead": len(during), "per_record_ns": int(per_record), "busy_share": round(busy, 2)},
         )
     return Cause(
         BACKLOG,
         service,
-        f"slow pickup at {service}: busy {busy:.0%} of the wait with {len(ahead)} other records",
-        {"records_ahead": len(ahead), "per_record_ns": int(per_record), "busy_share": round(busy, 2)},
+        f"slow pickup at {service}: busy {busy:.0%} of the wait with {len(during)} other records",
+        {"records_ahead": len(during), "per_record_ns": int(per_record), "busy_share": round(busy, 2)},
     )
 
 
@@ -377,7 +366,7 @@ def failure_cause(trace: Trace) -> Cause | None:
         topic = messaging.topic(hop) if messaging.is_consumer(hop) else None
         steps.append(f"{hop.service} ({hop.name}{f' from `{topic}`' if topic else ''}: {_error_of(hop)})")
     crossed = [hop.service for hop in chain]
-    dead = [s for s in trace.spans if messaging.is_send(s) and (messaging.topic(s) or "").endswith(".dlq")]
+    dead = [s for s in trace.spans if messaging.is_dead_letter(s)]
     ending = f" → dead-lettered to `{messaging.topic(dead[-1])}` by {dead[-1].service}" if dead else ""
     return Cause(
         FAILURE,

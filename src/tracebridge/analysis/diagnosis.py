@@ -17,9 +17,7 @@ from tracebridge.analysis.critical_path import (
     Segment,
     critical_path,
 )
-from tracebridge.analysis.model import SpanRecord, Trace
-
-DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".DLQ")
+from tracebridge.analysis.model import SpanRecord, Trace, error_type
 
 
 def format_duration(ns: int | float) -> str:
@@ -218,19 +216,10 @@ def failures(trace: Trace) -> list[Failure]:
         if span.status != "ERROR":
             continue
         exception = next((event for event in span.events if event.name == "exception"), None)
-        status_code = span.attributes.get("http.response.status_code") or span.attributes.get(
-            "http.status_code"
-        )
-        error_type = str(
-            (exception.attributes.get("exception.type") if exception else None)
-            or span.attributes.get("error.type")
-            or (f"HTTP {status_code}" if status_code else None)
-            or "error"
-        )
         message = str(
             (exception.attributes.get("exception.message") if exception else None) or span.status_message
         )
-        out.append(Failure(span.service, span.name, span.span_id, error_type, message))
+        out.append(Failure(span.service, span.name, span.span_id, error_type(span) or "error", message))
     return out
 
 
@@ -264,9 +253,7 @@ def dead_letters(trace: Trace) -> list[DeadLetter]:
     return [
         DeadLetter(topic, span.service, span.span_id)
         for span in trace.spans
-        if messaging.is_send(span)
-        and (topic := messaging.topic(span))
-        and topic.endswith(DEAD_LETTER_SUFFIXES)
+        if messaging.is_dead_letter(span) and (topic := messaging.topic(span))
     ]
 
 

@@ -20,7 +20,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from tracebridge.analysis import messaging
-from tracebridge.analysis.diagnosis import DEAD_LETTER_SUFFIXES
 from tracebridge.analysis.model import SpanRecord
 
 NO_CONTEXT = "record carried no trace context"
@@ -57,11 +56,9 @@ class _Suspect:
 
 
 def _business_keys(span: SpanRecord) -> set[str]:
-    keys = {value for name in ("order.id",) if isinstance(value := span.attributes.get(name), str)}
-    record_key = messaging.key(span)
-    if record_key:
-        keys.add(record_key)
-    return keys
+    """The record key and the order id a span carries: what joins an orphan to its producer."""
+    keys = {messaging.key(span), span.attributes.get("order.id")}
+    return {key for key in keys if isinstance(key, str) and key}
 
 
 class _Producers:
@@ -181,7 +178,7 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
     cutoff = now_ns - int(unprocessed_after_s * 1e9)
     for span in spans:
         topic = messaging.topic(span)
-        if not messaging.is_send(span) or topic is None or topic.endswith(DEAD_LETTER_SUFFIXES):
+        if not messaging.is_send(span) or topic is None or messaging.is_dead_letter(span):
             continue
         if span.status == "ERROR" or span.end_ns > cutoff:
             continue  # never reached the broker, or too recent to judge

@@ -178,6 +178,15 @@ def key(span: SpanRecord) -> str | None:
     return str(value) if value is not None and value != "" else None
 
 
+DEAD_LETTER_SUFFIXES = (".dlq", "-dlq", "_dlq", ".DLQ")
+
+
+def is_dead_letter(span: SpanRecord) -> bool:
+    """A send to a dead-letter topic (``orders.dlq``, ``orders-dlq``, …)."""
+    found = topic(span)
+    return is_send(span) and found is not None and found.endswith(DEAD_LETTER_SUFFIXES)
+
+
 def measured_queue_wait_ns(span: SpanRecord) -> int | None:
     """The queue wait the consumer measured: ours (``tracebridge.queue_wait_ms``), else the
     Java agent's ``kafka.record.queue_time_ms``; ``None`` when only timestamps can tell."""

@@ -65,6 +65,23 @@ def attribute_matches(value: Any, text: str) -> bool:
     return str(value) == text
 
 
+def http_status_code(span: SpanRecord) -> Any:
+    """The HTTP status a span recorded (current or old conventions), if any."""
+    return span.attributes.get("http.response.status_code") or span.attributes.get("http.status_code")
+
+
+def error_type(span: SpanRecord) -> str | None:
+    """What a failed span says went wrong: its exception's type, else ``error.type``, else its
+    HTTP status (``HTTP 503``); ``None`` if it says nothing."""
+    exception = next((event for event in span.events if event.name == "exception"), None)
+    found = exception.attributes.get("exception.type") if exception is not None else None
+    found = found or span.attributes.get("error.type")
+    if found:
+        return str(found)
+    code = http_status_code(span)
+    return f"HTTP {code}" if code else None
+
+
 class Trace:
     """The spans of one trace — or of an order's story, several traces joined by links — with
     the parent edges the analysis walks.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,6 +118,20 @@ class SearchQuery:
         if self.start_ns is not None and trace.end_ns < self.start_ns:
             return False
         return self.end_ns is None or trace.start_ns <= self.end_ns
+
+
+def nearby_of(source: Source) -> Callable[[int, int, str | None], list[SpanRecord]]:
+    """The ``nearby`` a diagnosis asks for a cause (other traces' spans of a window, of one
+    service): ``source.spans_between``, where a source that fails costs the cause, not the
+    answer."""
+
+    def nearby(start_ns: int, end_ns: int, service: str | None) -> list[SpanRecord]:
+        try:
+            return source.spans_between(start_ns, end_ns, service)
+        except SourceUnavailable:
+            return []
+
+    return nearby
 
 
 def _search_in_memory(traces: dict[str, list[SpanRecord]], query: SearchQuery) -> list[TraceSummary]:

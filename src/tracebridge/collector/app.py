@@ -19,7 +19,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -36,13 +36,14 @@ from tracebridge.analysis.diagnosis import diagnose
 from tracebridge.analysis.doctor import doctor
 from tracebridge.analysis.model import SpanRecord, Trace
 from tracebridge.analysis.service_map import service_map
-from tracebridge.analysis.sources import SearchQuery, Source, SourceUnavailable, TraceNotFound
+from tracebridge.analysis.sources import SearchQuery, Source, SourceUnavailable, TraceNotFound, nearby_of
 from tracebridge.analysis.story import story
 from tracebridge.collector import ui
 from tracebridge.collector.source import StoreSource
 from tracebridge.collector.store import PreparedBatch, SpanStore, WriteResult
 from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
 
+T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -233,25 +234,25 @@ def build_app(
             return Response(json_format.MessageToJson(response), media_type=JSON)
         return Response(response.SerializeToString(), media_type=PROTOBUF)
 
-    def _known_story(request: Request) -> Trace | Response:
-        """The story of the trace the path names (its trace plus linked ones), or the
-        400/404/502 answer for it."""
+    def _read(request: Request, read: Callable[[str], T]) -> T | Response:
+        """``read`` of the trace the path names, or the 400/404/502 answer for it."""
         trace_id = request.path_params["trace_id"].lower()
         if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
             return JSONResponse({"error": "a trace id is 32 hex characters"}, status_code=400)
         try:
-            return story(reader, trace_id)
+            return read(trace_id)
         except TraceNotFound:
             return JSONResponse({"error": f"trace {trace_id} not found"}, status_code=404)
         except SourceUnavailable as error:
             return JSONResponse({"error": str(error)}, status_code=502)
 
-    def _nearby(start_ns: int, end_ns: int, service: str | None) -> list[SpanRecord]:
-        """Other traces' spans of a window, for a cause; a source that can't answer gives none."""
-        try:
-            return reader.spans_between(start_ns, end_ns, service)
-        except SourceUnavailable:
-            return []
+    def _known_story(request: Request) -> Trace | Response:
+        """The story of the trace the path names: its trace plus the linked ones."""
+        return _read(request, lambda trace_id: story(reader, trace_id))
+
+    def _linking(trace_id: str) -> list[SpanRecord]:
+        reader.trace(trace_id)  # TraceNotFound for an unknown trace, without building its story
+        return reader.linked_to(trace_id)
 
     def get_trace(request: Request) -> Response:
         found = _known_story(request)
@@ -308,14 +309,13 @@ def build_app(
         found = _known_story(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse(diagnose(found, nearby=_nearby).to_json())
+        return JSONResponse(diagnose(found, nearby=nearby_of(reader)).to_json())
 
     def get_linking(request: Request) -> Response:
-        found = _known_story(request)
+        found = _read(request, _linking)
         if isinstance(found, Response):
             return found
-        trace_id = request.path_params["trace_id"].lower()
-        return JSONResponse({"spans": [span_json(span) for span in reader.linked_to(trace_id)]})
+        return JSONResponse({"spans": [span_json(span) for span in found]})
 
     def get_doctor(request: Request) -> Response:
         try:

@@ -466,19 +466,14 @@ class SpanStore:
         """Spans that started in a time window (for the doctor and the service map), of one
         service if given (the service/time index: what one consumer did while a record waited)."""
         end = end_ns if end_ns is not None else 2**63 - 1
+        only = "service = ? AND " if service is not None else ""
+        parameters = (service, start_ns, end, limit) if service is not None else (start_ns, end, limit)
         with self._reader() as connection:
-            if service is None:
-                rows = connection.execute(
-                    "SELECT service, scope, resource_id, body FROM spans "
-                    "WHERE start_ns >= ? AND start_ns <= ? ORDER BY start_ns LIMIT ?",
-                    (start_ns, end, limit),
-                ).fetchall()
-            else:
-                rows = connection.execute(
-                    "SELECT service, scope, resource_id, body FROM spans WHERE service = ? AND start_ns >= ? "
-                    "AND start_ns <= ? ORDER BY start_ns LIMIT ?",
-                    (service, start_ns, end, limit),
-                ).fetchall()
+            rows = connection.execute(
+                "SELECT service, scope, resource_id, body FROM spans "
+                f"WHERE {only}start_ns >= ? AND start_ns <= ? ORDER BY start_ns LIMIT ?",
+                parameters,
+            ).fetchall()
         return self._records(rows)
 
     def linking_to(self, trace_id: str, limit: int = 1000) -> list[SpanRecord]:

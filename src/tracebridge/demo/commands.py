@@ -122,6 +122,7 @@ def demo(
     from tracebridge.analysis.diagnosis import diagnose
     from tracebridge.analysis.doctor import doctor
     from tracebridge.broker import BrokerNotFound, BrokerStartError
+    from tracebridge.collector.source import StoreSource
     from tracebridge.collector.store import DEFAULT_DB, SpanStore
     from tracebridge.demo import runner
     from tracebridge.demo.shop import ShopError
@@ -184,9 +185,7 @@ def demo(
         around = SpanStore(stack.db)
         trace = traces[order_id]
         try:
-            diagnosis = diagnose(
-                trace, nearby=lambda start, end, service: around.spans_between(start, end, 50_000, service)
-            )
+            diagnosis = diagnose(trace, nearby=StoreSource(store=around).spans_between)
         finally:
             around.close()
         console.print(
