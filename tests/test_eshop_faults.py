@@ -172,20 +172,31 @@ def test_a_refusing_rest_service_is_the_cause_and_the_failures_source(broken_sta
     def dead_lettered() -> Trace | None:
         trace = runner.order_trace(store, order_id)
         served = [s for s in trace.spans if s.service == "notification"] if trace else []
+        # the last attempt ends after its dead-letter send: wait for all four attempts too
+        handled = (
+            [s for s in trace.spans if s.service == "notification-worker" and s.name == "process orders"]
+            if trace
+            else []
+        )
         return (
             trace
-            if trace and len(served) >= 4 and any(s.name == "send orders.dlq" for s in trace.spans)
+            if trace
+            and len(served) >= 4
+            and len(handled) >= 4
+            and any(s.name == "send orders.dlq" for s in trace.spans)
             else None
         )
 
     trace = wait_for(dead_lettered)
     store.close()
     diagnosis = diagnose(trace)
-    # the record's last attempt waited longest: behind the three failed ones and their backoff
-    waits = [
-        s for s in diagnosis.segments if s.service == "notification-worker" and s.category == "queue wait"
-    ]
-    retried = causes.verdict_cause(trace, max(waits, key=lambda s: s.duration_ns), 0)
+    # the record's last attempt waited behind the three failed ones and their backoff
+    last = max(
+        (s for s in trace.spans if s.service == "notification-worker" and s.name == "process orders"),
+        key=lambda s: s.start_ns,
+    )
+    wait = next(s for s in diagnosis.segments if s.category == "queue wait" and s.span_id == last.span_id)
+    retried = causes.verdict_cause(trace, wait, 0)
     assert retried is not None and retried.kind == causes.RETRIES
     assert retried.text.startswith(
         "retries at notification-worker: notification answered 503 on 4 of 4 attempts, "  # then the DLQ
