@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from packaging.requirements import Requirement
 
 
-def check(*args: str) -> subprocess.CompletedProcess[str]:
+def check(*args: str, http_spans: str = "light") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tracebridge", "check", *args],
+        env={**os.environ, "TRACEBRIDGE_HTTP_SPANS": http_spans},
         capture_output=True,
         text=True,
         timeout=60,
@@ -24,14 +26,18 @@ def test_check_names_what_traces_each_installed_library() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     traced_by = {(row["library"], row["traced_by"]) for row in report["libraries"]}
-    # ours for the Kafka clients, upstream's (installed in the dev environment) for the web stacks
+    # ours for the Kafka clients and (light spans) the web stacks, upstream's for the rest
     assert ("confluent-kafka", "tracebridge (confluent_kafka, with confluent_kafka.aio)") in traced_by
     assert ("kafka-python", "tracebridge (kafka_python)") in traced_by
     assert ("aiokafka", "tracebridge (aiokafka)") in traced_by
+    assert ("flask", "tracebridge (light WSGI spans)") in traced_by
+    assert ("fastapi", "tracebridge (light ASGI spans)") in traced_by
+    assert ("httpx", "tracebridge (light client spans)") in traced_by
+    assert ("aiohttp", "tracebridge (light client spans)") in traced_by  # the client
     assert any(
-        library == "flask" and (by or "").startswith("opentelemetry-instrumentation-flask ")
+        library == "aiohttp" and (by or "").startswith("opentelemetry-instrumentation-aiohttp-server ")
         for library, by in traced_by
-    )
+    )  # the server, still upstream's
     # contrib's Kafka packages are installed too (the benchmark), yet never offered or named
     assert not any("kafka" in (row["install"] or "") for row in report["libraries"])
     for row in report["libraries"]:
@@ -39,6 +45,14 @@ def test_check_names_what_traces_each_installed_library() -> None:
         if row["install"]:
             assert Requirement(row["install"]).name.startswith("opentelemetry-instrumentation-")
     assert report["pip_install"] == sorted({row["install"] for row in report["libraries"] if row["install"]})
+
+
+def test_the_upstream_fallback_is_traced_by_the_upstream_instrumentations() -> None:
+    result = check("--json", http_spans="upstream")
+    assert result.returncode == 0, result.stderr
+    traced_by = {row["library"]: row["traced_by"] or "" for row in json.loads(result.stdout)["libraries"]}
+    assert traced_by["flask"].startswith("opentelemetry-instrumentation-flask ")
+    assert traced_by["httpx"].startswith("opentelemetry-instrumentation-httpx ")
 
 
 def test_requirements_are_the_pip_install_line_one_a_line() -> None:

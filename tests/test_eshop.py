@@ -227,7 +227,7 @@ def test_planted_secrets_never_leave_any_service(eshop: Placed) -> None:
         str(v)
         for s in spans
         for k, v in s.attributes.items()
-        if k in ("http.target", "http.url", "url.query", "url.full")
+        if k in ("http.target", "http.url", "url.path", "url.query", "url.full")
     ]
     assert any("api_key=REDACTED&mail=REDACTED" in t for t in targets), targets
     assert any("token=REDACTED" in t for t in targets) and any("debug=REDACTED" in t for t in targets)

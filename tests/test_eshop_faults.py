@@ -100,7 +100,7 @@ def test_a_failing_rest_service_shows_retries_then_the_dead_letter_send(broken_s
             "HTTPError"
         ]
         call = next(s for s in trace.spans if s.parent_span_id == attempt.span_id and s.kind == "CLIENT")
-        assert call.status == "ERROR" and call.attributes["http.status_code"] == 503
+        assert call.status == "ERROR" and call.attributes["http.response.status_code"] == 503
         server = next(s for s in trace.spans if s.parent_span_id == call.span_id)
         assert (server.service, server.name, server.status) == ("notification", "POST /sendEmail", "ERROR")
     # the backoff (100, 200, 400 ms) lies between the attempts, not inside the failed ones

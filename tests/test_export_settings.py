@@ -376,3 +376,38 @@ def test_an_outage_is_bridged_within_the_buffer_and_held_spans_go_out_while_idle
     finally:
         program.kill()
         program.wait(10)
+
+
+def test_held_batches_are_their_encoded_requests_and_a_batch_that_does_not_fit_is_dropped_whole() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracebridge.broker import free_port
+    from tracebridge.exporting import ResilientExporter
+    from tracebridge.otlp_wire import WireSpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for number in range(30):
+        provider.get_tracer("t").start_span(f"s{number}").end()
+    spans = memory.get_finished_spans()
+    dead = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens: every send fails
+    exporter = ResilientExporter(WireSpanExporter(dead, timeout_s=1), endpoint=dead, max_held_spans=25)
+    for batch in (spans[:10], spans[10:20], spans[20:]):
+        exporter.export(batch)  # the third has room for 5 of its 10: it is dropped whole
+    held = list(exporter._held)
+    assert [len(batch) for batch in held] == [10, 10]
+    assert all(isinstance(batch.body, bytes) for batch in held)
+    names = [
+        s.name
+        for b in held
+        for rs in ExportTraceServiceRequest.FromString(b.body).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert names == [f"s{number}" for number in range(20)]
+    assert exporter.dropped_spans == 10 and exporter.held_spans == 20
+    exporter.shutdown()

@@ -1,12 +1,11 @@
-"""Our HTTP policies on every web stack ``instrument()`` loads — Flask (WSGI), requests,
-aiohttp — over real sockets on 127.0.0.1: the edge's inbound-context policy, and business keys
-carried back in the ``baggage`` response header."""
+"""Our HTTP policies on every web stack ``instrument()`` loads — Flask (WSGI), uvicorn and
+FastAPI (ASGI), requests, aiohttp — over real sockets on 127.0.0.1: the edge's
+inbound-context policy, and business keys carried back in the ``baggage`` response header."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,14 +16,27 @@ from opentelemetry.instrumentation.propagators import (
 )
 
 from tests.conftest import PROVIDER, one
+from tests.served import Served, Uvicorn, served_aiohttp
 from tracebridge import business_keys
 from tracebridge.business_keys import BusinessKeysProcessor, BusinessKeysResponsePropagator
-from tracebridge.instrument import http_policy, instrument
+from tracebridge.instrument import instrument, uninstrument
 
 flask = pytest.importorskip("flask")
 requests = pytest.importorskip("requests")
 
 tracer = trace.get_tracer("tests")
+
+
+@pytest.fixture(autouse=True, params=["light", "upstream"])
+def http_spans(request, monkeypatch) -> Iterator[str]:
+    """Every policy holds with our light HTTP spans and with the upstream instrumentations
+    (``TRACEBRIDGE_HTTP_SPANS``); each test instruments what it needs, and nothing stays
+    instrumented for the next."""
+    monkeypatch.setenv("TRACEBRIDGE_HTTP_SPANS", request.param)
+    yield request.param
+    uninstrument()
+
+
 CALLER = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
 
 
@@ -46,31 +58,10 @@ def business_keys_on() -> Iterator[BusinessKeysProcessor]:
     business_keys.set_active(None)
 
 
-class Served:
-    """A WSGI app on a real socket, in a thread."""
-
-    def __init__(self, app: object) -> None:
-        from werkzeug.serving import make_server
-
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-
-
 @pytest.fixture
 def flask_traced(monkeypatch, spans) -> Iterator[None]:
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     yield
-    FlaskInstrumentor().uninstrument()
-    http_policy.uninstall_inbound_policy()
 
 
 def order_app():
@@ -137,14 +128,9 @@ def baggage_server() -> Iterator[str]:
 def test_requests_client_adopts_business_keys_from_the_response(
     baggage_server, business_keys_on, spans
 ) -> None:
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
-
     assert "requests" in instrument(only=("requests",))
-    try:
-        with tracer.start_as_current_span("handler") as handler:
-            requests.get(f"{baggage_server}/stock", timeout=5)
-    finally:
-        RequestsInstrumentor().uninstrument()
+    with tracer.start_as_current_span("handler") as handler:
+        requests.get(f"{baggage_server}/stock", timeout=5)
     assert business_keys_on.keys_for(handler.get_span_context().trace_id) == {"order.id": "o-88"}
     client = one(spans, "GET")
     assert client.kind is trace.SpanKind.CLIENT
@@ -156,15 +142,11 @@ async def test_aiohttp_client_adopts_business_keys_from_the_response(
     baggage_server, business_keys_on, spans
 ) -> None:
     aiohttp = pytest.importorskip("aiohttp")
-    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 
     assert "aiohttp-client" in instrument(only=("aiohttp-client",))
-    try:
-        with tracer.start_as_current_span("handler") as handler:
-            async with aiohttp.ClientSession() as session, session.get(f"{baggage_server}/stock") as response:
-                assert response.status == 200
-    finally:
-        AioHttpClientInstrumentor().uninstrument()
+    with tracer.start_as_current_span("handler") as handler:
+        async with aiohttp.ClientSession() as session, session.get(f"{baggage_server}/stock") as response:
+            assert response.status == 200
     assert business_keys_on.keys_for(handler.get_span_context().trace_id) == {"order.id": "o-88"}
     client = one(spans, "GET")
     assert client.kind is trace.SpanKind.CLIENT and client.attributes["order.id"] == "o-88"
@@ -173,68 +155,23 @@ async def test_aiohttp_client_adopts_business_keys_from_the_response(
 async def test_aiohttp_server_applies_the_drop_policy(monkeypatch, spans) -> None:
     aiohttp = pytest.importorskip("aiohttp")
     from aiohttp import web
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
     monkeypatch.setenv("TRACEBRIDGE_INBOUND_CONTEXT", "drop")
     assert "aiohttp-server" in instrument(only=("aiohttp-server",))
-    try:
 
-        async def hello(request: web.Request) -> web.Response:
-            return web.Response(text="hi")
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
 
-        app = web.Application()
-        app.router.add_get("/hello", hello)
-        async with (
-            served_aiohttp(app) as url,
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}/hello", headers={"traceparent": CALLER}) as r,
-        ):
-            assert r.status == 200
-    finally:
-        AioHttpServerInstrumentor().uninstrument()
-        http_policy.uninstall_inbound_policy()
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    async with (
+        served_aiohttp(app) as url,
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/hello", headers={"traceparent": CALLER}) as r,
+    ):
+        assert r.status == 200
     (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert server.parent is None and server.context.trace_id != int("e" * 32, 16)
-
-
-@contextlib.asynccontextmanager
-async def served_aiohttp(app: object) -> AsyncIterator[str]:
-    """An aiohttp application on a real socket on 127.0.0.1; yields its base URL."""
-    from aiohttp import web
-
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    finally:
-        await runner.cleanup()
-
-
-class Uvicorn:
-    """An ASGI app served by a real uvicorn on 127.0.0.1, in a thread."""
-
-    def __init__(self, app: object) -> None:
-        import uvicorn
-
-        from tracebridge.broker import free_port
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        import time
-
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 async def plain_asgi_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -252,11 +189,7 @@ async def plain_asgi_app(scope, receive, send) -> None:  # type: ignore[no-untyp
 
 @pytest.fixture
 def uvicorn_traced(monkeypatch, spans) -> Iterator[None]:
-    from tracebridge.instrument.asgi_servers import UvicornInstrumentor
-
     yield
-    UvicornInstrumentor().uninstrument()
-    http_policy.uninstall_inbound_policy()
 
 
 @pytest.mark.parametrize("policy", ["trust", "drop"])
@@ -276,22 +209,19 @@ def test_a_plain_asgi_app_gets_server_spans_and_the_policy(
         assert server.parent is None
 
 
-def test_an_instrumented_fastapi_app_is_not_traced_twice(uvicorn_traced, spans) -> None:
+def test_an_instrumented_fastapi_app_is_not_traced_twice(uvicorn_traced, spans, http_spans) -> None:
     import fastapi
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    assert {"uvicorn", "fastapi"} <= set(instrument(only=("uvicorn", "fastapi")))
-    try:
-        app = fastapi.FastAPI()  # made after instrument(), as under tracebridge run
+    done = set(instrument(only=("uvicorn", "fastapi")))
+    assert {"uvicorn", "starlette" if http_spans == "light" else "fastapi"} <= done
+    app = fastapi.FastAPI()  # made after instrument(), as under tracebridge run
 
-        @app.get("/stock/{sku}")
-        async def stock(sku: str) -> dict[str, str]:
-            return {"sku": sku}
+    @app.get("/stock/{sku}")
+    async def stock(sku: str) -> dict[str, str]:
+        return {"sku": sku}
 
-        with Uvicorn(app) as url:
-            assert requests.get(f"{url}/stock/MUG-7", timeout=5).json() == {"sku": "MUG-7"}
-    finally:
-        FastAPIInstrumentor().uninstrument()
+    with Uvicorn(app) as url:
+        assert requests.get(f"{url}/stock/MUG-7", timeout=5).json() == {"sku": "MUG-7"}
     servers = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert [s.name for s in servers] == ["GET /stock/{sku}"]
 
@@ -299,31 +229,26 @@ def test_an_instrumented_fastapi_app_is_not_traced_twice(uvicorn_traced, spans) 
 async def test_aiohttp_server_sends_learned_business_keys_back(business_keys_on, spans) -> None:
     aiohttp = pytest.importorskip("aiohttp")
     from aiohttp import web
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
     assert "aiohttp-server" in instrument(only=("aiohttp-server",))
-    try:
 
-        async def create(request: web.Request) -> web.Response:
-            context.attach(baggage.set_baggage("order.id", "o-99"))
-            with tracer.start_as_current_span("store order"):
-                pass
-            return web.json_response({"id": "o-99"})
+    async def create(request: web.Request) -> web.Response:
+        context.attach(baggage.set_baggage("order.id", "o-99"))
+        with tracer.start_as_current_span("store order"):
+            pass
+        return web.json_response({"id": "o-99"})
 
-        app = web.Application()
-        app.router.add_post("/orders", create)
-        async with (
-            served_aiohttp(app) as url,
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{url}/orders",
-                headers={"traceparent": "00-" + "9" * 32 + "-" + "8" * 16 + "-01"},
-            ) as response,
-        ):
-            assert response.status == 200
-            assert response.headers["baggage"] == "order.id=o-99"
-    finally:
-        AioHttpServerInstrumentor().uninstrument()
-        http_policy.uninstall_response_hooks()
+    app = web.Application()
+    app.router.add_post("/orders", create)
+    async with (
+        served_aiohttp(app) as url,
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/orders",
+            headers={"traceparent": "00-" + "9" * 32 + "-" + "8" * 16 + "-01"},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["baggage"] == "order.id=o-99"
     (server,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
     assert server.attributes["order.id"] == "o-99"

@@ -145,10 +145,11 @@ class Settings:
     consumer_parent: ConsumerParent = ConsumerParent.PARENT
     baggage_attributes: tuple[str, ...] = ()
     exporter_retry_after_s: float = 1.0
-    export_buffer_spans: int = 8192
+    export_buffer_spans: int = 65536
     shutdown_timeout_s: float = 2.0
     collector_token: str | None = None
     inbound_context: InboundContext = InboundContext.TRUST
+    http_spans: str = "light"  # TRACEBRIDGE_HTTP_SPANS: ours, or "upstream" instrumentations
     disabled_instrumentations: tuple[str, ...] = ()
     log_events: str = "error"
     redact: str = ""  # TRACEBRIDGE_REDACT, validated (tracebridge.redaction)
@@ -226,7 +227,7 @@ class Settings:
                 if name.strip()
             ),
             exporter_retry_after_s=reader.number("TRACEBRIDGE_EXPORTER_RETRY_AFTER", 1.0, minimum=0.0),
-            export_buffer_spans=int(reader.number("TRACEBRIDGE_EXPORT_BUFFER", 8192, minimum=0)),
+            export_buffer_spans=int(reader.number("TRACEBRIDGE_EXPORT_BUFFER", 65536, minimum=0)),
             shutdown_timeout_s=reader.number("TRACEBRIDGE_SHUTDOWN_TIMEOUT", 2.0, minimum=0.0),
             collector_token=env.get("TRACEBRIDGE_COLLECTOR_TOKEN", "").strip() or None,
             log_events=reader.choice("TRACEBRIDGE_LOG_EVENTS", ("warning", "error", "off"), "error"),
@@ -238,6 +239,7 @@ class Settings:
             inbound_context=InboundContext(
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),
+            http_spans=reader.choice("TRACEBRIDGE_HTTP_SPANS", ("light", "upstream"), "light"),
             redact=reader.redaction("TRACEBRIDGE_REDACT"),
             problems=(tuple(_repaired) if environ is None else ()) + tuple(reader.problems),
         )

@@ -274,11 +274,18 @@ class WireSpanExporter(SpanExporter):
         self.last_failure_retryable = True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.send(self.encode(spans))
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """The request body for ``spans`` (compressed if configured): what a batch held through
+        an outage is kept as — a few hundred bytes a span, not the span objects."""
+        body = encode_spans(spans)
+        return gzip.compress(body, compresslevel=6) if self.gzip else body
+
+    def send(self, body: bytes) -> SpanExportResult:
+        """POST one encoded request."""
         if self._shutdown:
             return SpanExportResult.FAILURE
-        body = encode_spans(spans)
-        if self.gzip:
-            body = gzip.compress(body, compresslevel=6)
         try:
             response = self._session.post(self.endpoint, data=body, timeout=self.timeout_s)
         except Exception as error:

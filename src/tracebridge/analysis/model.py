@@ -72,13 +72,14 @@ def http_status_code(span: SpanRecord) -> Any:
 
 def error_type(span: SpanRecord) -> str | None:
     """What a failed span says went wrong: its exception's type, else ``error.type``, else its
-    HTTP status (``HTTP 503``); ``None`` if it says nothing."""
+    HTTP status (``HTTP 503``, also when ``error.type`` is the bare status, as the HTTP
+    conventions write it); ``None`` if it says nothing."""
     exception = next((event for event in span.events if event.name == "exception"), None)
     found = exception.attributes.get("exception.type") if exception is not None else None
     found = found or span.attributes.get("error.type")
-    if found:
+    if found and not str(found).isdigit():
         return str(found)
-    code = http_status_code(span)
+    code = found or http_status_code(span)  # the conventions' error.type of a 5xx is "503"
     return f"HTTP {code}" if code else None
 
 

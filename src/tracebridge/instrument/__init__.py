@@ -38,6 +38,24 @@ OURS: dict[str, tuple[str, str]] = {
     "faststream": ("faststream", "tracebridge.messaging.kafka.faststream:FastStreamInstrumentor"),
 }
 
+# Our light HTTP spans (``TRACEBRIDGE_HTTP_SPANS=light``, the default): name -> (module, class),
+# and the upstream entry points each replaces.  FastAPI apps are Starlette apps.
+LIGHT_HTTP: dict[str, tuple[str, str]] = {
+    "starlette": ("starlette", "tracebridge.instrument.http_asgi:StarletteInstrumentor"),
+    "flask": ("flask", "tracebridge.instrument.http_wsgi:FlaskInstrumentor"),
+    "httpx": ("httpx", "tracebridge.instrument.http_clients:HttpxInstrumentor"),
+    "requests": ("requests", "tracebridge.instrument.http_clients:RequestsInstrumentor"),
+    "aiohttp-client": ("aiohttp", "tracebridge.instrument.http_clients:AiohttpClientInstrumentor"),
+}
+LIGHT_REPLACES: dict[str, str] = {
+    "fastapi": "starlette",
+    "starlette": "starlette",
+    "flask": "flask",
+    "httpx": "httpx",
+    "requests": "requests",
+    "aiohttp-client": "aiohttp-client",
+}
+
 # Upstream instrumentations ours replace: their entry-point name -> ours, and where they live.
 REPLACED: dict[str, tuple[str, str]] = {
     "aiokafka": ("aiokafka", "opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor"),
@@ -90,13 +108,29 @@ def _is_disabled(name: str, settings: Settings) -> bool:
     return any(ours == name and upstream in disabled for upstream, (ours, _) in REPLACED.items())
 
 
-def _upstream_entry_points() -> list[EntryPoint]:
-    """Installed upstream instrumentors, less ours and the Kafka ones ours replace."""
+def _upstream_entry_points(light_http: bool = False) -> list[EntryPoint]:
+    """Installed upstream instrumentors, less ours and the Kafka ones ours replace (and the
+    HTTP ones, when our light HTTP spans replace them)."""
     return [
         entry_point
         for entry_point in entry_points(group=ENTRY_POINT_GROUP)
-        if not entry_point.name.startswith("tracebridge_") and entry_point.name not in REPLACED
+        if not entry_point.name.startswith("tracebridge_")
+        and entry_point.name not in REPLACED
+        and not (light_http and entry_point.name in LIGHT_REPLACES)
     ]
+
+
+def _wanted(name: str, only: tuple[str, ...] | None) -> bool:
+    """Whether ``only`` asks for ``name`` — by our name or an upstream one it replaces
+    (``fastapi`` asks for our ``starlette`` spans)."""
+    return only is None or name in only or any(LIGHT_REPLACES.get(asked) == name for asked in only)
+
+
+def _light_disabled(name: str, settings: Settings) -> bool:
+    """Disabling an upstream name (``fastapi``) disables the light spans that replace it."""
+    return _is_disabled(name, settings) or any(
+        ours == name and _is_disabled(upstream, settings) for upstream, ours in LIGHT_REPLACES.items()
+    )
 
 
 def _library_present(entry_point: EntryPoint) -> bool:
@@ -166,17 +200,20 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     settings = state.settings if state is not None else Settings.from_env()
     replace_upstream_kafka()
     http_policy.install_response_hooks()
+    light_http = settings.http_spans == "light"
     done: list[str] = []
-    for name, (library, target) in OURS.items():
-        if (only is not None and name not in only) or _is_disabled(name, settings):
+    ours = {**OURS, **(LIGHT_HTTP if light_http else {})}
+    for name, (library, target) in ours.items():
+        if not _wanted(name, only) or _light_disabled(name, settings):
             continue
         try:
             importlib.import_module(library)
         except ImportError:
             continue
-        if _start(name, lambda target=target: _instrumentor(target), kwargs):
+        options = {"light": light_http} if name == "uvicorn" else {}
+        if _start(name, lambda target=target: _instrumentor(target), {**options, **kwargs}):
             done.append(name)
-    for entry_point in _upstream_entry_points():
+    for entry_point in _upstream_entry_points(light_http):
         name = entry_point.name
         if (only is not None and name not in only) or _is_disabled(name, settings):
             continue
@@ -214,7 +251,7 @@ def uninstrument() -> None:
     http_policy.uninstall_response_hooks()
     log_events.set_level(None)
     instrumentors: list[tuple[str, Any]] = []
-    for name, (library, target) in OURS.items():
+    for name, (library, target) in (*OURS.items(), *LIGHT_HTTP.items()):
         try:
             importlib.import_module(library)
             instrumentors.append((name, _instrumentor(target)))

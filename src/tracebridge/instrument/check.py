@@ -22,6 +22,18 @@ OURS: dict[str, str] = {
     "kafka-python-ng": "tracebridge (kafka_python)",
     "strawberry-graphql": "tracebridge (strawberry)",
 }
+# Upstream instrumentations our light HTTP spans replace (``TRACEBRIDGE_HTTP_SPANS=light``, the
+# default): (library, upstream package) -> what traces it instead.  aiohttp's server keeps
+# upstream's instrumentation.
+LIGHT_HTTP: dict[tuple[str, str], str] = {
+    ("fastapi", "opentelemetry-instrumentation-fastapi"): "tracebridge (light ASGI spans)",
+    ("starlette", "opentelemetry-instrumentation-starlette"): "tracebridge (light ASGI spans)",
+    ("asgiref", "opentelemetry-instrumentation-asgi"): "tracebridge (light ASGI spans, under uvicorn)",
+    ("flask", "opentelemetry-instrumentation-flask"): "tracebridge (light WSGI spans)",
+    ("httpx", "opentelemetry-instrumentation-httpx"): "tracebridge (light client spans)",
+    ("requests", "opentelemetry-instrumentation-requests"): "tracebridge (light client spans)",
+    ("aiohttp", "opentelemetry-instrumentation-aiohttp-client"): "tracebridge (light client spans)",
+}
 # OpenTelemetry's list pairs pydantic with the Tortoise ORM instrumentation (Tortoise needs
 # it); a pydantic user without Tortoise has nothing for it to trace.
 _NOT_FOR = {("pydantic", "opentelemetry-instrumentation-tortoiseorm")}
@@ -44,9 +56,15 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-def survey() -> list[LibraryStatus]:
-    """Every instrumentable library installed here, sorted by name."""
+def survey(light_http: bool | None = None) -> list[LibraryStatus]:
+    """Every instrumentable library installed here, sorted by name; ``light_http`` (default:
+    as ``TRACEBRIDGE_HTTP_SPANS`` says) whether our light HTTP spans trace the web stacks."""
     from opentelemetry.instrumentation.bootstrap_gen import libraries
+
+    from tracebridge.config import Settings
+
+    if light_http is None:
+        light_http = Settings.from_env().http_spans == "light"
 
     found: dict[tuple[str, str], LibraryStatus] = {}
     ours_found: set[str] = set()
@@ -68,6 +86,10 @@ def survey() -> list[LibraryStatus]:
             or (wanted.name, instrumentation.name) in _NOT_FOR
             or not wanted.specifier.contains(version, prereleases=True)
         ):
+            continue
+        light = LIGHT_HTTP.get((wanted.name, instrumentation.name)) if light_http else None
+        if light is not None:
+            found[(wanted.name, instrumentation.name)] = LibraryStatus(wanted.name, version, light, None)
             continue
         upstream = _installed_version(instrumentation.name)
         traced_by = f"{instrumentation.name} {upstream}" if upstream is not None else None

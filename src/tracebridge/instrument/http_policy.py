@@ -37,6 +37,13 @@ _CONTEXT_KEYS = frozenset(name.decode() for name in _CONTEXT_HEADERS)
 # (module, "Class.method", wrapper) for every server stack: ASGI strips the headers from the
 # scope; ASGI, WSGI and aiohttp read them through one getter class each, which answers "absent".
 _installed: list[tuple[str, str]] = []
+# Read by our own light server spans (tracebridge.instrument.http_spans) on every request.
+_policy = InboundContext.TRUST
+
+
+def drops_inbound_context() -> bool:
+    """Whether servers ignore callers' context headers (``TRACEBRIDGE_INBOUND_CONTEXT=drop``)."""
+    return _policy is InboundContext.DROP
 
 
 def _without_context(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -67,7 +74,9 @@ _INBOUND_WRAPPERS: tuple[tuple[str, str, Any], ...] = (
 
 def install_inbound_policy(policy: InboundContext) -> None:
     """Apply ``policy`` to every HTTP server stack whose upstream instrumentation is installed
-    — ASGI (FastAPI, Starlette), WSGI (Flask, Django), aiohttp (idempotent)."""
+    — ASGI (FastAPI, Starlette), WSGI (Flask, Django), aiohttp — and to our own (idempotent)."""
+    global _policy
+    _policy = policy
     if policy is InboundContext.TRUST or _installed:
         return
     for module, name, wrapper in _INBOUND_WRAPPERS:
@@ -82,6 +91,8 @@ def install_inbound_policy(policy: InboundContext) -> None:
 def uninstall_inbound_policy() -> None:
     from opentelemetry.instrumentation.utils import unwrap
 
+    global _policy
+    _policy = InboundContext.TRUST
     while _installed:
         module, name = _installed.pop()
         owner, method = name.split(".")

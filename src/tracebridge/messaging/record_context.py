@@ -40,8 +40,8 @@ from tracebridge.propagation.w3c import (
     TRACEPARENT,
     TRACESTATE,
     StrictTraceContextPropagator,
-    parse_traceparent,
-    parse_tracestate,
+    format_traceparent,
+    parse_context,
 )
 
 SOURCE_HEADERS = "headers"
@@ -110,17 +110,9 @@ def _extract_w3c_headers(
         carried = propagator.baggage.extract(headers, Context(), getter=KAFKA_HEADERS_GETTER)
     if parents != 1:
         return None, carried, (None if parents == 0 else "duplicated-traceparent")
-    span_context = parse_traceparent(_text(traceparent))
+    span_context = parse_context(_text(traceparent), states)
     if span_context is None:
         return None, carried, "invalid-traceparent"
-    if states:
-        span_context = SpanContext(
-            span_context.trace_id,
-            span_context.span_id,
-            is_remote=True,
-            trace_flags=span_context.trace_flags,
-            trace_state=parse_tracestate(states),
-        )
     return span_context, carried, None
 
 
@@ -261,13 +253,7 @@ def inject_record_context(
         new_headers = _without(headers, _W3C_FIELDS) if headers else []
         span_context = span.get_span_context()
         if span_context.is_valid:
-            new_headers.append(
-                (
-                    TRACEPARENT,
-                    f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-                    f"{span_context.trace_flags:02x}".encode(),
-                )
-            )
+            new_headers.append((TRACEPARENT, format_traceparent(span_context).encode()))
             if span_context.trace_state:
                 new_headers.append((TRACESTATE, span_context.trace_state.to_header().encode()))
         if propagator.baggage is not None and baggage.get_all():

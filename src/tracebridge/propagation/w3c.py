@@ -114,6 +114,26 @@ def parse_traceparent(value: str) -> SpanContext | None:
     )
 
 
+def parse_context(traceparent: str, tracestates: Sequence[str] | None) -> SpanContext | None:
+    """The remote span context a ``traceparent`` names, with the ``tracestate`` lines that came
+    with it (HTTP headers, Kafka record headers); ``None`` if the ``traceparent`` is invalid."""
+    span_context = parse_traceparent(traceparent)
+    if span_context is None or not tracestates:
+        return span_context
+    return SpanContext(
+        span_context.trace_id,
+        span_context.span_id,
+        is_remote=True,
+        trace_flags=span_context.trace_flags,
+        trace_state=parse_tracestate(tracestates),
+    )
+
+
+def format_traceparent(span_context: SpanContext) -> str:
+    """The ``traceparent`` value (version 00) for a valid span context."""
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+
+
 def parse_tracestate(values: Iterable[str]) -> TraceState:
     """Parse every ``tracestate`` header line of one request or record, as one list.
 
@@ -161,18 +181,9 @@ class StrictTraceContextPropagator(textmap.TextMapPropagator):
             # Duplicated traceparent is ambiguous: start a new trace rather than guess.
             if not parents or len(parents) != 1:
                 return context
-            span_context = parse_traceparent(parents[0])
+            span_context = parse_context(parents[0], getter.get(carrier, TRACESTATE))
             if span_context is None:
                 return context
-            states = getter.get(carrier, TRACESTATE)
-            if states:
-                span_context = SpanContext(
-                    trace_id=span_context.trace_id,
-                    span_id=span_context.span_id,
-                    is_remote=True,
-                    trace_flags=span_context.trace_flags,
-                    trace_state=parse_tracestate(states),
-                )
             return trace.set_span_in_context(NonRecordingSpan(span_context), context)
         except Exception:  # a hostile carrier or getter must never reach the application
             return context
@@ -187,11 +198,7 @@ class StrictTraceContextPropagator(textmap.TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
-        setter.set(
-            carrier,
-            TRACEPARENT,
-            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}",
-        )
+        setter.set(carrier, TRACEPARENT, format_traceparent(span_context))
         if span_context.trace_state:
             setter.set(carrier, TRACESTATE, span_context.trace_state.to_header())
 

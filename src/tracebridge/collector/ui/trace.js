@@ -68,7 +68,8 @@ function queueWaitNs(span) {
 function exceptionOf(span) {
   const event = (span.events || []).find((e) => e.name === "exception");
   if (event) return `${event.attributes["exception.type"] || "error"}: ${event.attributes["exception.message"] || ""}`;
-  return span.status_message || (span.attributes["http.status_code"] ? `HTTP ${span.attributes["http.status_code"]}` : "error");
+  const status = span.attributes["http.response.status_code"] || span.attributes["http.status_code"];
+  return span.status_message || (status ? `HTTP ${status}` : "error");
 }
 
 export async function renderTrace(main, traceId, navigate) {
