@@ -44,7 +44,7 @@ from opentelemetry.util.http import (
 
 from tracebridge.business_keys import adopt_from_response
 from tracebridge.instrument.http_policy import drops_inbound_context
-from tracebridge.messaging.light_span import LightSpan, LightTracer, set_known_attributes
+from tracebridge.messaging.light_span import LightTracer, set_known_attributes
 from tracebridge.propagation.composite import TracebridgePropagator
 from tracebridge.propagation.w3c import format_traceparent, parse_context
 from tracebridge.version import __version__
@@ -258,10 +258,7 @@ class ServerSpan:
         parent = _EMPTY if drops_inbound_context() else extract(fields)
         name = method_attributes(method, attributes)
         span = TRACER.start_span(name, parent, SpanKind.SERVER)
-        if type(span) is LightSpan:
-            span._attributes.update(attributes)
-        elif span.is_recording():
-            span.set_attributes(attributes)
+        set_known_attributes(span, attributes)
         return cls(span, parent, name)
 
     @property
