@@ -121,6 +121,38 @@ def test_processor_keeps_up_with_sustained_load_without_dropping() -> None:
     processor.shutdown()
 
 
+def test_spans_trickling_in_during_an_export_wait_for_a_full_batch() -> None:
+    """Woken by a full batch, the worker used to export every span that arrived meanwhile as
+    a request of its own (14 spans a request at 2 000 calls/s): five times the CPU a span."""
+
+    class Sizes(SpanExporter):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            self.sizes.append(len(spans))
+            time.sleep(0.005)  # a POST's round trip, while more spans end
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            return None
+
+    exporter = Sizes()
+    processor = BatchExportProcessor(exporter, max_queue_size=8192, max_export_batch_size=100)
+    sampled = ReadableSpan(name="s", context=PARENT)
+    for number in range(2000):
+        processor.on_end(sampled)
+        if number % 5 == 0:
+            time.sleep(0.0002)
+    assert processor.force_flush(5000)
+    assert sum(exporter.sizes) == 2000
+    assert exporter.sizes == [100] * 20, exporter.sizes
+    processor.on_end(sampled)
+    assert processor.force_flush(5000)  # a flush sends the partial batch at once
+    assert exporter.sizes[-1] == 1
+    processor.shutdown()
+
+
 def test_full_queue_drops_are_counted() -> None:
     exporter = SlowExporter(delay=0.5)
     processor = BatchExportProcessor(exporter, max_queue_size=100, max_export_batch_size=100)
