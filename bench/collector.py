@@ -6,7 +6,8 @@ Starts one ``tracebridge collector`` process with a fresh store, sends OTLP prot
 512 spans over real HTTP from a few client threads until ``--spans`` are stored, then fetches
 traces by ``order.id`` (search, then the trace) with everything stored.  Baselines measured in
 the same run: the same requests carrying no spans (the HTTP stack's own ceiling) and
-``/api/health`` round trips.  Targets: ≥ 50 000 spans/s ingested, ≤ 50 ms per lookup.
+``/api/health`` round trips.  Targets (issue "Tracing that costs close to nothing"):
+≥ 100 000 spans/s ingested, ≤ 50 ms per lookup at 5 000 000 spans stored (``--spans 5000000``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ SERVICES = (
     "shipper",
 )
 BATCH = 512
+INGEST_TARGET = 100_000
+LOOKUP_TARGET_MS = 50
+LOOKUP_AT_SPANS = 5_000_000
 
 
 def batch(number: int, now_ns: int) -> bytes:
@@ -170,13 +174,19 @@ def main() -> None:
         f"({requests / seconds:.0f} requests/s; carrying no spans the same clients reach "
         f"{empty_rate:.0f} requests/s)"
     )
-    print(f"        target ≥ 50,000 spans/s → {rate / 50_000:.2f} of target")
+    verdict = "met" if rate >= INGEST_TARGET else "NOT met"
+    print(f"        target ≥ {INGEST_TARGET:,} spans/s → {rate / INGEST_TARGET:.2f} of target: {verdict}")
     print(f"stored: {stored:,} spans, store {size:.0f} MB")
     print(
         f"lookup by order.id (search + fetch 7 spans) with {stored:,} spans: p50 {p50:.1f} ms, "
         f"p95 {p95:.1f} ms (a /api/health round trip: p50 {statistics.median(health) * 1e3:.1f} ms)"
     )
-    print(f"        target ≤ 50 ms → p95 at {p95 / 50:.2f} of target")
+    verdict = "met" if p95 <= LOOKUP_TARGET_MS else "NOT met"
+    scale = "" if stored >= LOOKUP_AT_SPANS else f" (the target is for {LOOKUP_AT_SPANS:,} spans)"
+    print(
+        f"        target ≤ {LOOKUP_TARGET_MS} ms → p95 at {p95 / LOOKUP_TARGET_MS:.2f} of target: "
+        f"{verdict}{scale}"
+    )
 
 
 if __name__ == "__main__":

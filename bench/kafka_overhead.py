@@ -12,7 +12,8 @@ span pipeline a user gets by default — the SDK's ``BatchSpanProcessor`` for co
 ``tracebridge.configure()``'s for ours, each with a queue that holds every span of the run so
 none is dropped unexported — and each timed phase ends with a flush of the provider, so export
 is inside the measurement.  The result is the added µs/record over the
-bare client, and tracebridge's added cost as a ratio of contrib's (target ≤ 0.33).
+bare client, and tracebridge's added cost as a ratio of contrib's (target ≤ 0.15), and an unsampled record's
+added cost (target ≤ 2 µs).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ WARMUP = 2000
 # Room for every span of a run in the export queue, for both pipelines: a span dropped on a full
 # queue is never encoded or sent, and would make a variant look cheaper than it is.
 QUEUE = 1 << 17
+RATIO_TARGET = 0.15  # issue "Tracing that costs close to nothing"
+UNSAMPLED_TARGET_US = 2.0
 OURS = {"aiokafka": "aiokafka", "confluent": "confluent_kafka", "kafka-python": "kafka_python"}
 CONTRIB = {
     "aiokafka": "opentelemetry.instrumentation.aiokafka:AIOKafkaInstrumentor",
@@ -344,11 +347,13 @@ def report(client: str, results: dict, exported: dict, args: argparse.Namespace)
         ratio = statistics.median(ratios) if ratios else float("nan")
         unsampled = statistics.median(added("tracebridge-unsampled", n) for n in rounds)
         header_floor = statistics.median(added("bare+header", n) for n in rounds)
+        ratio_verdict = "met" if ratio <= RATIO_TARGET else "NOT met"
+        unsampled_verdict = "met" if unsampled <= UNSAMPLED_TARGET_US else "NOT met"
         print(
             f"{client} {side.removesuffix('_us')}: tracebridge/contrib added cost = {ratio:.2f} "
-            f"(per round: {', '.join(f'{r:.2f}' for r in ratios)}; target ≤ 0.33); "
-            f"unsampled adds {unsampled:.1f} µs, of which {header_floor:.1f} µs is the client "
-            "carrying the header"
+            f"(per round: {', '.join(f'{r:.2f}' for r in ratios)}; target ≤ {RATIO_TARGET}: "
+            f"{ratio_verdict}); unsampled adds {unsampled:.1f} µs (target ≤ {UNSAMPLED_TARGET_US:.0f} µs: "
+            f"{unsampled_verdict}), of which {header_floor:.1f} µs is the client carrying the header"
         )
 
 
