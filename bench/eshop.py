@@ -8,7 +8,10 @@ collector, and the same services started plainly with no collector — places th
 every order is SHIPPED.  Completion is read from the order database directly, so polling puts
 no load on the services being measured.  A short warm-up batch runs first in each stack.
 Traced services export with OpenTelemetry's default batch schedule (5 s).
-Target (issue "Tracing that costs close to nothing"): traced >= 0.95 x untraced.
+Target (issue "Tracing that costs close to nothing"): traced >= 0.95 x untraced.  Memory: each
+service's resident set (``VmRSS``) and its peak (``VmHWM``) from ``/proc`` at the end of the
+timed batch, summed over the nine services — what tracing adds, under sustained load, is the
+traced sum minus the untraced one.
 """
 
 from __future__ import annotations
@@ -47,7 +50,20 @@ def run_batch(stack: Stack, orders: int, concurrency: int, seed: int, timeout: f
     return time.perf_counter() - started
 
 
-def measure(traced: bool, orders: int, concurrency: int, root: Path, sample: float = 1.0) -> float:
+def memory_kib(stack: Stack) -> dict[str, int]:
+    """Summed ``VmRSS`` and ``VmHWM`` (peak) of the services, in KiB."""
+    totals = {"VmRSS": 0, "VmHWM": 0}
+    for process in stack.children.values():
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in totals:
+                totals[key] += int(value.split()[0])
+    return totals
+
+
+def measure(
+    traced: bool, orders: int, concurrency: int, root: Path, sample: float = 1.0
+) -> tuple[float, dict[str, int]]:
     directory = Path(tempfile.mkdtemp(prefix="traced-" if traced else "plain-", dir=root))
     # Traced services export on OpenTelemetry's default schedule (5 s), as in production; the
     # demo and the tests use 200 ms so traces show up at once.
@@ -57,7 +73,8 @@ def measure(traced: bool, orders: int, concurrency: int, root: Path, sample: flo
     with Stack(directory, traced=traced, extra_env=env) as stack:
         run_batch(stack, max(10, orders // 10), concurrency, seed=1)  # warm-up
         seconds = run_batch(stack, orders, concurrency, seed=2)
-    return orders / seconds
+        memory = memory_kib(stack)
+    return orders / seconds, memory
 
 
 def main() -> None:
@@ -76,12 +93,14 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tracebridge-bench-eshop-"))
     ratios, traced_rates, plain_rates = [], [], []
+    memory: dict[bool, list[dict[str, int]]] = {True: [], False: []}
     for number in range(1, args.rounds + 1):
         # Alternate which goes first, so drift in the machine's load doesn't favour one side.
         order = (False, True) if number % 2 else (True, False)
-        rates = {
-            traced: measure(traced, args.orders, args.concurrency, root, args.sample) for traced in order
-        }
+        rates = {}
+        for traced in order:
+            rates[traced], used = measure(traced, args.orders, args.concurrency, root, args.sample)
+            memory[traced].append(used)
         traced_rates.append(rates[True])
         plain_rates.append(rates[False])
         ratios.append(rates[True] / rates[False])
@@ -95,8 +114,17 @@ def main() -> None:
         f"sampling {args.sample:g}: "
         f"untraced {statistics.median(plain_rates):.1f} orders/s, "
         f"traced {statistics.median(traced_rates):.1f} orders/s; "
-        f"traced/untraced = {statistics.median(ratios):.2f} (target >= 0.95)"
+        f"traced/untraced = {statistics.median(ratios):.2f} (target >= 0.95: "
+        f"{'met' if statistics.median(ratios) >= 0.95 else 'NOT met'})"
     )
+    for key, label in (("VmRSS", "resident"), ("VmHWM", "peak resident")):
+        plain = statistics.median(m[key] for m in memory[False]) / 1024
+        traced_mib = statistics.median(m[key] for m in memory[True]) / 1024
+        print(
+            f"memory, nine services after {args.orders} orders: {label} untraced {plain:.0f} MiB, "
+            f"traced {traced_mib:.0f} MiB — tracing adds {traced_mib - plain:.0f} MiB "
+            f"({(traced_mib - plain) / 9:.1f} MiB a service)"
+        )
 
 
 if __name__ == "__main__":
