@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -21,9 +24,13 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from tracebridge.config import KafkaCarrier
 from tracebridge.exporting import BatchExportProcessor, CountingExporter
 from tracebridge.messaging.light_span import LightSpan, LightTracer
+from tracebridge.messaging.record_context import inject_record_context
+from tracebridge.propagation.w3c import W3CTraceState, new_span_context
 
 PARENT = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0x03))
 
@@ -65,6 +72,69 @@ def test_unsampled_parent_gives_non_recording_child_with_new_span_id() -> None:
     assert (child.trace_id, child.trace_flags) == (0xABC, 0x02) and child.span_id != 0xDEF
     span.end()
     assert exporter.get_finished_spans() == ()
+
+
+class CountingOnStart(SimpleSpanProcessor):
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        super().__init__(exporter)
+        self.started = 0
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        self.started += 1
+
+
+def test_roots_under_an_always_off_root_sampler_are_unsampled_with_fresh_ids() -> None:
+    """The fast path for ``parentbased_always_off`` / ``always_off`` roots: no sampler call, but
+    a valid context to propagate (new trace per root, random-id flag) and nothing recorded."""
+    for sampler in (ParentBased(ALWAYS_OFF), ALWAYS_OFF):
+        provider = TracerProvider(sampler=sampler)
+        exporter = InMemorySpanExporter()
+        processor = CountingOnStart(exporter)
+        provider.add_span_processor(processor)
+        tracer = LightTracer(provider.get_tracer("unit"))
+        roots = [tracer.start_span("send t", context=Context(), kind=SpanKind.PRODUCER) for _ in range(20)]
+        contexts = [root.get_span_context() for root in roots]
+        assert all(isinstance(root, NonRecordingSpan) and not root.is_recording() for root in roots)
+        assert all(c.is_valid and not c.is_remote and c.trace_flags == 0x02 for c in contexts)
+        assert len({c.trace_id for c in contexts}) == 20 and len({c.span_id for c in contexts}) == 20
+        for root in roots:
+            root.end()
+        assert exporter.get_finished_spans() == () and processor.started == 0
+
+
+def test_unsampled_child_keeps_the_parents_trace_state() -> None:
+    tracer, _exporter = light(ParentBased(ALWAYS_ON))
+    state = W3CTraceState([("vendor@x", "1"), ("other", "2")])
+    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0x00), trace_state=state)
+    child = tracer.start_span("x", parent=parent).get_span_context()
+    assert (child.trace_id, child.trace_flags, list(child.trace_state.items())) == (
+        0xABC,
+        0x00,
+        [("vendor@x", "1"), ("other", "2")],
+    )
+    headers, _ = inject_record_context(KafkaCarrier.HEADERS, NonRecordingSpan(child), None, b"")
+    assert dict(headers)["tracestate"] == b"vendor@x=1,other=2"
+
+
+def test_parent_based_with_custom_delegates_still_asks_the_sampler() -> None:
+    """Only the standard delegates let a parent decide alone: here a sampled parent is dropped
+    (remote_parent_sampled=ALWAYS_OFF) and an unsampled one recorded (…_not_sampled=ALWAYS_ON)."""
+    sampler = ParentBased(ALWAYS_OFF, remote_parent_sampled=ALWAYS_OFF, remote_parent_not_sampled=ALWAYS_ON)
+    tracer, _exporter = light(sampler)
+    assert not tracer.start_span("x", parent=PARENT).is_recording()
+    unsampled = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0x00))
+    assert tracer.start_span("x", parent=unsampled).is_recording()
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id"),
+    [(0xABC, 0xDEF), (0, 0xDEF), (0xABC, 0), ((1 << 128) - 1, (1 << 64) - 1), (1 << 128, 1), (1, 1 << 64)],
+)
+def test_span_contexts_built_directly_equal_the_constructors(trace_id: int, span_id: int) -> None:
+    for flags in (0, 1, 2, 3):
+        direct = new_span_context(trace_id, span_id, True, flags, DEFAULT_TRACE_STATE)
+        built = SpanContext(trace_id, span_id, True, TraceFlags(flags), DEFAULT_TRACE_STATE)
+        assert direct == built and direct.is_valid == built.is_valid and direct.trace_flags == flags
 
 
 def test_root_sampling_uses_the_providers_sampler() -> None:

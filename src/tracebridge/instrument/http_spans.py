@@ -28,7 +28,7 @@ from contextvars import Token
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import baggage, context, propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
@@ -45,8 +45,8 @@ from opentelemetry.util.http import (
 from tracebridge.business_keys import adopt_from_response
 from tracebridge.instrument.http_policy import drops_inbound_context
 from tracebridge.messaging.light_span import LightTracer, set_known_attributes
-from tracebridge.propagation.composite import TracebridgePropagator
-from tracebridge.propagation.w3c import format_traceparent, parse_context
+from tracebridge.propagation.composite import TracebridgePropagator, baggage_present
+from tracebridge.propagation.w3c import format_traceparent, parse_context, tracestate_header
 from tracebridge.version import __version__
 
 TRACER = LightTracer(trace.get_tracer("tracebridge.http", __version__))
@@ -182,9 +182,10 @@ def inject(span: trace.Span, set_header: Callable[[str, str], None]) -> None:
         span_context = span.get_span_context()
         if span_context.is_valid:
             set_header("traceparent", format_traceparent(span_context))
-            if span_context.trace_state:
-                set_header("tracestate", span_context.trace_state.to_header())
-        if propagator.baggage is not None and baggage.get_all():
+            state = tracestate_header(span_context)
+            if state is not None:
+                set_header("tracestate", state)
+        if propagator.baggage is not None and baggage_present():
             fields: dict[str, str] = {}
             propagator.baggage.inject(fields)
             for name, value in fields.items():

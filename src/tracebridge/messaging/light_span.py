@@ -25,13 +25,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from tracebridge.propagation.w3c import new_span_context
 
 _SCALARS = (str, bool, int, float)
 # The link a consumer span keeps to the producer span its record came from.
 FOLLOWS_FROM: Mapping[str, Any] = MappingProxyType({"tracebridge.link.type": "follows_from"})
-_EMPTY_STATE = TraceState()
+_EMPTY_STATE = DEFAULT_TRACE_STATE
 
 
 class _FromContext:
@@ -52,13 +54,26 @@ def _is_default_parent_based(sampler: object) -> bool:
     )
 
 
+def _drops_roots(sampler: object) -> bool:
+    """A sampler that drops every span without a parent, whatever its name or links say."""
+    return sampler is ALWAYS_OFF or (
+        isinstance(sampler, ParentBased) and getattr(sampler, "_root", None) is ALWAYS_OFF
+    )
+
+
 class LightTracer:
-    """Starts light spans through an SDK tracer, or ordinary spans through any other tracer."""
+    """Starts light spans through an SDK tracer, or ordinary spans through any other tracer.
+
+    An unsampled span — a child of an unsampled parent under the default parent-based sampler,
+    or a root under ``parentbased_always_off`` / ``always_off`` — is decided without calling the
+    sampler: it is only an id to propagate, and it is most of what a low sampling rate sees.
+    """
 
     def __init__(self, tracer: trace_api.Tracer) -> None:
         self._tracer = tracer
         self._sdk: SdkTracer | None = None
         self._parent_decides = False
+        self._roots_dropped = False
 
     def _sdk_tracer(self) -> SdkTracer | None:
         if self._sdk is not None:
@@ -69,6 +84,7 @@ class LightTracer:
         if isinstance(tracer, SdkTracer):
             self._sdk = tracer
             self._parent_decides = _is_default_parent_based(tracer.sampler)
+            self._roots_dropped = _drops_roots(tracer.sampler)
         return self._sdk
 
     def start_span(
@@ -109,9 +125,29 @@ class LightTracer:
         if resolved is not None:
             trace_id = resolved.trace_id
             random_id = resolved.trace_flags.random_trace_id
+            if self._parent_decides and not resolved.trace_flags.sampled:
+                return NonRecordingSpan(
+                    new_span_context(
+                        trace_id,
+                        sdk.id_generator.generate_span_id(),
+                        False,
+                        2 if random_id else 0,
+                        resolved.trace_state,
+                    )
+                )
         else:
             trace_id = sdk.id_generator.generate_trace_id()
             random_id = sdk.id_generator.is_trace_id_random()
+            if self._roots_dropped:
+                return NonRecordingSpan(
+                    new_span_context(
+                        trace_id,
+                        sdk.id_generator.generate_span_id(),
+                        False,
+                        2 if random_id else 0,
+                        _EMPTY_STATE,
+                    )
+                )
         extra: Mapping[str, Any] | None = None
         if resolved is not None and self._parent_decides:
             sampled = recording = resolved.trace_flags.sampled
@@ -126,12 +162,12 @@ class LightTracer:
             recording = result.decision is not Decision.DROP
             state = result.trace_state or _EMPTY_STATE
             extra = result.attributes
-        span_context = SpanContext(
+        span_context = new_span_context(
             trace_id,
             sdk.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags((1 if sampled else 0) | (2 if random_id else 0)),
-            trace_state=state,
+            False,
+            (1 if sampled else 0) | (2 if random_id else 0),
+            state,
         )
         if not recording:
             return NonRecordingSpan(span_context)

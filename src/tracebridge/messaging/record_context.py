@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat
 from opentelemetry.propagators.jaeger import JaegerPropagator
@@ -35,13 +35,14 @@ from tracebridge.propagation.carriers import (
     read_envelope,
     write_envelope,
 )
-from tracebridge.propagation.composite import TracebridgePropagator
+from tracebridge.propagation.composite import TracebridgePropagator, baggage_present
 from tracebridge.propagation.w3c import (
     TRACEPARENT,
     TRACESTATE,
     StrictTraceContextPropagator,
     format_traceparent,
     parse_context,
+    tracestate_header,
 )
 
 SOURCE_HEADERS = "headers"
@@ -254,9 +255,10 @@ def inject_record_context(
         span_context = span.get_span_context()
         if span_context.is_valid:
             new_headers.append((TRACEPARENT, format_traceparent(span_context).encode()))
-            if span_context.trace_state:
-                new_headers.append((TRACESTATE, span_context.trace_state.to_header().encode()))
-        if propagator.baggage is not None and baggage.get_all():
+            state = tracestate_header(span_context)
+            if state is not None:
+                new_headers.append((TRACESTATE, state.encode()))
+        if propagator.baggage is not None and baggage_present():
             propagator.baggage.inject(new_headers, setter=KAFKA_HEADERS_SETTER)
         return new_headers, value
 

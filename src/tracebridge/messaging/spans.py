@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -77,9 +77,9 @@ class ConsumedRecord(Protocol):
     def serialized_value_size(self) -> int | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A plain :class:`ConsumedRecord`, for adapters whose client has no such object."""
+class Record(NamedTuple):
+    """A plain :class:`ConsumedRecord`, for adapters whose client has no such object (a named
+    tuple: built once per polled message, at a third of a frozen dataclass's cost)."""
 
     topic: str
     partition: int

@@ -11,11 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from opentelemetry import baggage
+from opentelemetry import context as context_api
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 
 from tracebridge.propagation.w3c import StrictTraceContextPropagator
+
+# The context key the baggage API keeps entries under (private; the public get_all() builds a
+# read-only copy, which costs more than the rest of injecting an unsampled record's context).
+_BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
+
+
+def baggage_present() -> bool:
+    """Whether the current context carries any baggage entry to propagate."""
+    if _BAGGAGE_KEY is None:
+        return bool(baggage.get_all())
+    return bool(context_api.get_value(_BAGGAGE_KEY))
 
 
 class TracebridgePropagator(CompositePropagator):
