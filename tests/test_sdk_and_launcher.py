@@ -308,3 +308,52 @@ def test_sigterm_flush_leaves_a_programs_own_handler_alone() -> None:
         assert signal.getsignal(signal.SIGTERM) is own_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_run_instruments_each_library_on_its_first_import_not_before(collector) -> None:
+    """An installed library the program never imports is never loaded (no memory for it); one
+    imported later is traced from its first use — ``from confluent_kafka import Producer``
+    binds the traced class, a Flask request gets its server span — and one loaded at start-up
+    (``requests``, by the exporter) is traced at once: the handler's call carries the trace."""
+    import http.server
+    import json
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (self.headers.get("traceparent") or "").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = clean_env(
+            OTEL_SERVICE_NAME="lazy",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+            URL=f"http://127.0.0.1:{server.server_port}/echo",
+        )
+        result = tracebridge_run("lazy_imports.py", env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["preloaded"] == []
+    assert seen["producer_class"] == "tracebridge.messaging.kafka.confluent_kafka.TracedProducer"
+    stored = [s for s in stored_spans(collector, 3) if s.service == "lazy"]
+    time.sleep(0.5)  # a second server span for the FastAPI request would have arrived with it
+    stored = [s for s in collector.store.spans_between(0) if s.service == "lazy"]
+    assert len(stored) == 3
+    servers = sorted(s.name for s in stored if s.kind == "SERVER")
+    assert servers == ["GET /hello", "GET /items/{item}"]  # one each: FastAPI's too
+    echo = [s for s in stored if s.kind == "CLIENT" and str(s.attributes.get("url.full", "")).endswith("/echo")]
+    spans = {"SERVER": next(s for s in stored if s.name == "GET /hello"), "CLIENT": echo[0]}
+    assert len(echo) == 1 and spans["CLIENT"].name == "GET"
+    assert spans["CLIENT"].parent_span_id == spans["SERVER"].span_id
+    # sampled, random trace id (W3C Level 2 flags 0x03)
+    assert seen["traceparent_sent"] == f"00-{spans['CLIENT'].trace_id}-{spans['CLIENT'].span_id}-03"

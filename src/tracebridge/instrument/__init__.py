@@ -11,13 +11,18 @@ passed to every HTTP stack we load.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
-from importlib.metadata import EntryPoint, entry_points
+import sys
+from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from tracebridge.config import Settings
-from tracebridge.instrument import http_policy, log_events
+from tracebridge.instrument import http_policy, lazy, log_events
 
 logger = logging.getLogger("tracebridge")
 
@@ -94,6 +99,12 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def _trace_fastapi() -> bool:
+    from tracebridge.instrument.http_asgi import trace_fastapi
+
+    return trace_fastapi()
+
+
 def _instrumentor(target: str) -> Any:
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)()
@@ -144,33 +155,75 @@ def _library_present(entry_point: EntryPoint) -> bool:
     return get_dist_dependency_conflicts(dist) is None
 
 
+def _neutralise(name: str, ours: str, target: str) -> bool:
+    """Make one upstream Kafka instrumentor do nothing (it is a singleton, so for every caller);
+    ``False`` if it is not installed or already active."""
+    try:
+        instrumentor = _instrumentor(target)
+    except Exception:  # not installed (ImportError) or broken: nothing to replace
+        return False
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.warning(
+            "tracebridge: opentelemetry-instrumentation for %s was already active; records will "
+            "be traced by it and by tracebridge",
+            name,
+        )
+        return False
+
+    def skip(_name: str = name, _ours: str = ours, **_: Any) -> None:
+        logger.debug("tracebridge: upstream instrumentation %r skipped in favour of ours (%s)", _name, _ours)
+
+    instrumentor._instrument = skip
+    instrumentor._uninstrument = lambda **_: None
+    return True
+
+
 def replace_upstream_kafka() -> list[str]:
     """Make upstream's Kafka instrumentors do nothing, with a log line, so a record is traced
     once whoever calls them (``opentelemetry-instrument`` loads every entry point; an
     application may call one itself).  Returns the names it neutralised."""
-    replaced: list[str] = []
+    return [name for name, (ours, target) in REPLACED.items() if _neutralise(name, ours, target)]
+
+
+def _replace_upstream_kafka_when_imported() -> None:
+    """:func:`replace_upstream_kafka`, each as its module is first imported: importing them
+    now would import the Kafka clients they are for, used or not."""
     for name, (ours, target) in REPLACED.items():
+        module = target.partition(":")[0]
+        if lazy.is_installed(module):
+            neutralise = functools.partial(_neutralise, name, ours, target)
+            lazy.when_imported((module,), f"upstream {name}", neutralise)
+
+
+@functools.cache
+def _modules_by_distribution() -> dict[str, tuple[str, ...]]:
+    """Top-level modules of every installed distribution, by canonical distribution name."""
+    found: dict[str, list[str]] = {}
+    for module, distributions in packages_distributions().items():
+        for distribution in distributions:
+            found.setdefault(canonicalize_name(distribution), []).append(module)
+    return {name: tuple(sorted(set(modules))) for name, modules in found.items()}
+
+
+def _library_modules(entry_point: EntryPoint) -> tuple[str, ...]:
+    """The modules of the libraries an upstream instrumentation is for (its ``instruments``
+    extra), to arm it on; empty when it names none (``logging``, ``threading``): start it now."""
+    dist = entry_point.dist
+    if dist is None:
+        return ()
+    libraries: set[str] = set()
+    for line in dist.requires or ():
         try:
-            instrumentor = _instrumentor(target)
-        except Exception:  # not installed (ImportError) or broken: nothing to replace
+            requirement = Requirement(line)
+        except InvalidRequirement:
             continue
-        if instrumentor.is_instrumented_by_opentelemetry:
-            logger.warning(
-                "tracebridge: opentelemetry-instrumentation for %s was already active; records will "
-                "be traced by it and by tracebridge",
-                name,
-            )
-            continue
-
-        def skip(_name: str = name, _ours: str = ours, **_: Any) -> None:
-            logger.debug(
-                "tracebridge: upstream instrumentation %r skipped in favour of ours (%s)", _name, _ours
-            )
-
-        instrumentor._instrument = skip
-        instrumentor._uninstrument = lambda **_: None
-        replaced.append(name)
-    return replaced
+        marker = requirement.marker
+        if marker is None or marker.evaluate({"extra": ""}):
+            continue  # a dependency of the instrumentation itself, not a library it instruments
+        if marker.evaluate({"extra": "instruments"}):
+            libraries.add(canonicalize_name(requirement.name))
+    modules = _modules_by_distribution()
+    return tuple(module for library in sorted(libraries) for module in modules.get(library, ()))
 
 
 def pre_instrument() -> None:
@@ -190,6 +243,8 @@ def pre_instrument() -> None:
 def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     """Instrument each installed library (or just those in ``only``); return their names.
 
+    A library the application has not imported yet is instrumented right after its first
+    import (:mod:`.lazy`), so an installed but unused library costs no memory.
     A library that isn't installed is skipped silently; one whose instrumentation fails is
     logged and skipped — a tracing problem must never stop the service.  Calling it again
     does nothing for libraries already instrumented.
@@ -198,21 +253,24 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
 
     state = configured()
     settings = state.settings if state is not None else Settings.from_env()
-    replace_upstream_kafka()
+    _replace_upstream_kafka_when_imported()
     http_policy.install_response_hooks()
     light_http = settings.http_spans == "light"
     done: list[str] = []
     ours = {**OURS, **(LIGHT_HTTP if light_http else {})}
     for name, (library, target) in ours.items():
-        if not _wanted(name, only) or _light_disabled(name, settings):
+        if not _wanted(name, only) or _light_disabled(name, settings) or not lazy.is_installed(library):
             continue
-        try:
-            importlib.import_module(library)
-        except ImportError:
-            continue
-        options = {"light": light_http} if name == "uvicorn" else {}
-        if _start(name, lambda target=target: _instrumentor(target), {**options, **kwargs}):
+        options = {**({"light": light_http} if name == "uvicorn" else {}), **kwargs}
+
+        def start_ours(name: str = name, target: str = target, options: dict[str, Any] = options) -> bool:
+            return _start(name, lambda: _instrumentor(target), options)
+
+        if lazy.when_imported((library,), name, start_ours) is not False:
             done.append(name)
+    if "starlette" in done:
+        # FastAPI imports Starlette: Starlette's instrumentation runs before FastAPI exists.
+        lazy.when_imported(("fastapi",), "fastapi", _trace_fastapi)
     for entry_point in _upstream_entry_points(light_http):
         name = entry_point.name
         if (only is not None and name not in only) or _is_disabled(name, settings):
@@ -220,10 +278,16 @@ def instrument(only: tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
         try:
             if not _library_present(entry_point):
                 continue
+            modules = _library_modules(entry_point)
         except Exception as error:
             logger.debug("tracebridge: can't check %s's dependencies: %s", name, error)
             continue
-        if _start(name, lambda entry_point=entry_point: entry_point.load()(), kwargs, skip_dep_check=True):
+
+        def start_upstream(name: str = name, entry_point: EntryPoint = entry_point) -> bool:
+            return _start(name, lambda: entry_point.load()(), kwargs, skip_dep_check=True)
+
+        started = lazy.when_imported(modules, name, start_upstream) if modules else start_upstream()
+        if started is not False:
             done.append(name)
     levels = {"warning": logging.WARNING, "error": logging.ERROR}
     log_events.set_level(levels.get(settings.log_events) if "logging" in done else None)
@@ -247,13 +311,15 @@ def _start(name: str, make: Any, kwargs: dict[str, Any], **extra: Any) -> bool:
 
 def uninstrument() -> None:
     """Undo :func:`instrument` for every library it instrumented."""
+    lazy.disarm()
     http_policy.uninstall_inbound_policy()
     http_policy.uninstall_response_hooks()
     log_events.set_level(None)
     instrumentors: list[tuple[str, Any]] = []
     for name, (library, target) in (*OURS.items(), *LIGHT_HTTP.items()):
+        if library not in sys.modules:  # never imported, so never instrumented
+            continue
         try:
-            importlib.import_module(library)
             instrumentors.append((name, _instrumentor(target)))
         except ImportError:
             continue

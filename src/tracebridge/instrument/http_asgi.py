@@ -9,6 +9,7 @@ from the scope after the app ran: Starlette's router records the matched route i
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -189,6 +190,21 @@ def _traced_class_call(cls: type, options: HttpOptions) -> None:
     _REPLACED.append((cls, original))
 
 
+def trace_fastapi() -> bool:
+    """Trace FastAPI's own ``__call__`` too (it overrides Starlette's, with its own telemetry),
+    once FastAPI is imported — never importing it.  ``import fastapi`` imports Starlette first,
+    so Starlette's instrumentation runs before the ``FastAPI`` class exists; ``instrument()``
+    therefore also runs this right after FastAPI's own import.  Idempotent."""
+    fastapi = sys.modules.get("fastapi")
+    cls = getattr(fastapi, "FastAPI", None)
+    if not _REPLACED or not isinstance(cls, type) or "__call__" not in cls.__dict__:
+        return False
+    if any(replaced is cls for replaced, _original in _REPLACED):
+        return True
+    _traced_class_call(cls, HttpOptions.from_env("FASTAPI", "SERVER"))
+    return True
+
+
 class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces every Starlette and FastAPI application, whichever server runs it: the app's
     ``__call__`` runs each HTTP request under a light server span, outside everything the app
@@ -201,12 +217,7 @@ class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from starlette.applications import Starlette
 
         _traced_class_call(Starlette, HttpOptions.from_env("STARLETTE", "SERVER"))
-        try:
-            from fastapi import FastAPI
-        except ImportError:
-            return
-        if "__call__" in FastAPI.__dict__:  # FastAPI overrides it (its own telemetry)
-            _traced_class_call(FastAPI, HttpOptions.from_env("FASTAPI", "SERVER"))
+        trace_fastapi()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         while _REPLACED:

@@ -17,6 +17,7 @@ from wrapt import wrap_function_wrapper
 
 from tracebridge.business_keys import adopt_from_response
 from tracebridge.config import InboundContext
+from tracebridge.instrument import lazy
 
 _CONTEXT_HEADERS = frozenset(
     {
@@ -142,20 +143,24 @@ def _aiohttp_middleware_with_business_keys(
     return middleware
 
 
+_AIOHTTP_SERVER = "opentelemetry.instrumentation.aiohttp_server"
+_AIOHTTP_HOOK = "aiohttp-server business keys"
+
+
 def install_response_hooks() -> None:
-    """Before the upstream instrumentations load: hooks they don't offer (idempotent)."""
-    if _response_hooks:
+    """Hooks the upstream instrumentations don't offer, put in as each one's module is first
+    imported (importing it now would import aiohttp); idempotent."""
+    if _response_hooks or _AIOHTTP_HOOK in lazy.armed():
         return
-    try:
-        importlib.import_module("opentelemetry.instrumentation.aiohttp_server")
-    except ImportError:
-        return
+    lazy.when_imported((_AIOHTTP_SERVER,), _AIOHTTP_HOOK, _wrap_aiohttp_middleware)
+
+
+def _wrap_aiohttp_middleware() -> bool:
     wrap_function_wrapper(
-        "opentelemetry.instrumentation.aiohttp_server",
-        "create_aiohttp_middleware",
-        _aiohttp_middleware_with_business_keys,
+        _AIOHTTP_SERVER, "create_aiohttp_middleware", _aiohttp_middleware_with_business_keys
     )
-    _response_hooks.append(("opentelemetry.instrumentation.aiohttp_server", "create_aiohttp_middleware"))
+    _response_hooks.append((_AIOHTTP_SERVER, "create_aiohttp_middleware"))
+    return True
 
 
 def uninstall_response_hooks() -> None:
