@@ -7,7 +7,6 @@ import time
 from collections.abc import Sequence
 
 import pytest
-
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource

@@ -13,10 +13,9 @@ import sys
 WATCHED = ("flask", "aiohttp", "kafka", "confluent_kafka", "faststream", "strawberry", "fastapi", "starlette")
 preloaded = sorted(name for name in WATCHED if name in sys.modules)
 
+import requests  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402  (the point: imported after start-up)
 from flask import Flask  # noqa: E402
-
-import requests  # noqa: E402
 
 app = Flask("lazy")
 
