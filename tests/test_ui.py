@@ -8,6 +8,7 @@ Set TRACEBRIDGE_SCREENSHOTS=docs/screenshots (``make screenshots``) to save each
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import random
@@ -520,3 +521,51 @@ def test_a_token_protected_collector_asks_for_the_token(tmp_path, page) -> None:
         page.click("form.token-form button")
         page.wait_for_selector("form.filters")
         assert "No trace matches" in page.locator("main").inner_text()
+
+
+def test_an_order_in_flight_names_the_group_it_waits_for(
+    broker, bootstrap, spans, kafka_instrumented, tmp_path, page
+) -> None:  # type: ignore[no-untyped-def]
+    """A trace that stops at a send: the verdict says which consumer group has not reached the
+    record, on which partition, how far behind — asked of the real broker by the collector."""
+    from opentelemetry import trace as trace_api
+
+    from tests.conftest import RunningCollector, unique
+    from tests.test_pending import consume_and_commit, send_one
+    from tracebridge.analysis.kafka_offsets import KafkaOffsets
+    from tracebridge.collector.app import CollectorConfig
+    from tracebridge.otlp import parse_protobuf
+    from tracebridge.otlp_wire import encode_spans
+
+    topic, group = unique("shipments"), unique("logistics")
+    broker.create_topics([topic], partitions=1)
+
+    async def scenario() -> str:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            await send_one(producer, topic, b"first")
+            await consume_and_commit(bootstrap, topic, group, 1)  # then the group stops
+            await send_one(producer, topic, b"ahead")
+            with trace_api.get_tracer("test").start_as_current_span("createOrder") as root:
+                await send_one(producer, topic, b"the order")
+        finally:
+            await producer.stop()
+        return f"{root.get_span_context().trace_id:032x}"
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:  # Playwright's loop runs in this one
+        trace_id = thread.submit(asyncio.run, scenario()).result(timeout=60)
+    config = CollectorConfig(offsets=KafkaOffsets(bootstrap))
+    with RunningCollector(tmp_path / "traces.db", config) as collector:
+        collector.store.write([parse_protobuf(encode_spans(spans.get_finished_spans()))])
+        page.goto(f"{collector.url}/trace/{trace_id}")
+        page.wait_for_selector(".row")
+        waiting = (
+            f"waiting in `{topic}` partition 0 (offset 2) for group `{group}` (tests): "
+            "2 records behind, 1 ahead of this one"
+        )
+        assert page.locator("#verdict").inner_text().startswith(f"in flight: {waiting}")
+        assert page.locator(".pending-delivery").count() == 0  # one record: the headline says it all
+        shot(page, "in-flight")

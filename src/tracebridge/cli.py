@@ -15,6 +15,7 @@ from tracebridge.demo import commands as demo_commands
 
 if TYPE_CHECKING:
     from tracebridge.analysis.model import Trace
+    from tracebridge.analysis.pending import Offsets
     from tracebridge.analysis.sources import Source
 
 app = typer.Typer(
@@ -100,6 +101,16 @@ SourceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+KafkaOption = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka bootstrap servers (or KAFKA_BOOTSTRAP_SERVERS): for each record the trace sent "
+        "that an expected consumer group has not processed, ask the broker how far that group has "
+        "got (its committed offset, the partition's end, how long its next record has waited).",
+    ),
+]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -154,6 +165,7 @@ def collector(
             "instead of a store of our own; OTLP intake is then refused.",
         ),
     ] = None,
+    kafka: KafkaOption = None,
 ) -> None:
     """Run the OTLP/HTTP receiver, trace store and query API until Ctrl-C (or, with
     --source, the UI and API over Jaeger, Tempo or files)."""
@@ -171,7 +183,10 @@ def collector(
         )
         raise typer.Exit(2)
     config = CollectorConfig(
-        token=token, retention_max_age_s=_parse_age(max_age), retention_max_bytes=_parse_size(max_size)
+        token=token,
+        retention_max_age_s=_parse_age(max_age),
+        retention_max_bytes=_parse_size(max_size),
+        offsets=_offsets(kafka),
     )
     if source is not None:
         reader = _source(source)
@@ -226,6 +241,20 @@ def _source(spec: str | None) -> Source:
     except (InvalidSource, SourceUnavailable) as error:
         errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
+
+
+def _offsets(bootstrap: str | None) -> Offsets | None:
+    """The broker to ask about consumer groups' progress, if one was named."""
+    if not bootstrap:
+        return None
+    from tracebridge.analysis.kafka_offsets import KafkaOffsets
+    from tracebridge.analysis.pending import OffsetsUnavailable
+
+    try:
+        return KafkaOffsets(bootstrap)
+    except (OffsetsUnavailable, ValueError) as error:
+        errors.print(f"[red]tracebridge:[/] --kafka: {escape(str(error))}")
+        raise typer.Exit(2) from None
 
 
 def _load_trace(
@@ -306,17 +335,22 @@ def diagnose(
     order: OrderOption = None,
     find: FindOption = None,
     source: SourceOption = None,
+    kafka: KafkaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The verdict for one trace: which hop cost most, what failed, retries, dead letters."""
+    """The verdict for one trace: which hop cost most, what failed, retries, dead letters —
+    and, for an order in flight, which consumer group it waits for and how far behind it is."""
     import json
 
     from tracebridge.analysis.diagnosis import diagnose as run_diagnosis
+    from tracebridge.analysis.pending import GroupsSeen, for_trace
     from tracebridge.analysis.sources import nearby_of
     from tracebridge.render.report import diagnosis_view
 
+    offsets = _offsets(kafka)
     trace, reader = _load_trace(source, trace_id, order, find)
-    diagnosis = run_diagnosis(trace, nearby=nearby_of(reader))
+    deliveries = for_trace(trace, GroupsSeen(reader), offsets)
+    diagnosis = run_diagnosis(trace, nearby=nearby_of(reader), deliveries=deliveries)
     if as_json:
         print(json.dumps(diagnosis.to_json()))
         return

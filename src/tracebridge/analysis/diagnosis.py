@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from tracebridge.analysis.critical_path import (
     critical_path,
 )
 from tracebridge.analysis.model import SpanRecord, Trace, error_type
+from tracebridge.analysis.pending import NO_CONTEXT, PROCESSED, UNKNOWN, WAITING, Delivery
 
 
 def format_duration(ns: int | float) -> str:
@@ -124,6 +126,9 @@ class Diagnosis:
     critical_span_ids: frozenset[str] = field(default_factory=frozenset)
     linked_trace_ids: tuple[str, ...] = ()  # the story's other traces, joined by links
     failure_cause: Cause | None = None  # a failure at its source, through the hops it crossed
+    # Each record the trace sent, for each consumer group expected to process it, and where it
+    # stands (processed, waiting at the broker, passed without context, unknown).
+    deliveries: tuple[Delivery, ...] = ()
 
     @property
     def end_to_end_ns(self) -> int:
@@ -137,11 +142,27 @@ class Diagnosis:
         data["headline"] = self.headline
         data["verdict_where"] = self.verdict.where if self.verdict is not None else None
         data["cause"] = data["verdict"]["cause"] if self.verdict is not None else None
+        data["deliveries"] = [{**asdict(delivery), "text": delivery.text} for delivery in self.deliveries]
         encoded: dict[str, Any] = json.loads(json.dumps(data, default=str))
         return encoded
 
     @property
     def headline(self) -> str:
+        """An order in flight says where it waits first; a record a group passed without
+        context says so next (the rest of the story is missing); otherwise the verdict."""
+        labels = ((WAITING, "in flight: "), (NO_CONTEXT, "broken chain: "), (UNKNOWN, ""))
+        for state, label in labels:
+            matching = [delivery for delivery in self.deliveries if delivery.state == state]
+            if matching:
+                first = matching[0]
+                done = [
+                    f"`{delivery.group}`"
+                    for delivery in self.deliveries
+                    if delivery.send_span_id == first.send_span_id and delivery.state == PROCESSED
+                ]
+                already = f"; already processed by {', '.join(done)}" if done else ""
+                more = f" (+{len(matching) - 1} more)" if len(matching) > 1 else ""
+                return f"{label}{first.text}{already}{more}"
         if self.verdict is None:
             return f"{format_duration(self.end_to_end_ns)} end to end"
         headline = f"{self.verdict.share:.0%} of {format_duration(self.end_to_end_ns)}: {self.verdict.where}"
@@ -291,10 +312,12 @@ def verdict(
     )
 
 
-def diagnose(trace: Trace, nearby: Nearby | None = None) -> Diagnosis:
+def diagnose(trace: Trace, nearby: Nearby | None = None, deliveries: Sequence[Delivery] = ()) -> Diagnosis:
     """The verdict for one trace (or an order's story): critical path, hop breakdown, failures,
     retries, DLQ, and the causes.  ``nearby(start_ns, end_ns, service)`` — the spans of any
-    trace in a window, which a source can give — lets a queue wait's cause be told (a backlog, idling)."""
+    trace in a window, which a source can give — lets a queue wait's cause be told (a backlog, idling).
+    ``deliveries`` (:func:`tracebridge.analysis.pending.for_trace`) says where each of its
+    records stands with each consumer group that should process it."""
     if not trace.spans:
         raise ValueError("an empty trace has no diagnosis")
     start = min(span.start_ns for span in trace.spans)
@@ -317,4 +340,5 @@ def diagnose(trace: Trace, nearby: Nearby | None = None) -> Diagnosis:
         critical_span_ids=path.span_ids,
         linked_trace_ids=tuple(sorted(trace.trace_ids - {trace.spans[0].trace_id})),
         failure_cause=failure_cause(trace),
+        deliveries=tuple(deliveries),
     )

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tracebridge.analysis.diagnosis import diagnose
 from tracebridge.analysis.doctor import doctor
 from tracebridge.analysis.model import SpanRecord, Trace
+from tracebridge.analysis.pending import GroupsSeen, Offsets, for_trace
 from tracebridge.analysis.service_map import service_map
 from tracebridge.analysis.sources import SearchQuery, Source, SourceUnavailable, TraceNotFound, nearby_of
 from tracebridge.analysis.story import story
@@ -59,6 +60,8 @@ class CollectorConfig:
     retention_max_bytes: int | None = 2 * 1024**3
     retention_every_s: float = 60.0
     token: str | None = None
+    # The broker to ask how far consumer groups have got, for orders in flight (``--kafka``).
+    offsets: Offsets | None = None
 
 
 class PayloadTooLarge(ValueError):
@@ -195,6 +198,7 @@ def build_app(
             raise ValueError("a collector needs a store or a source")
         source = StoreSource(store=store)
     reader: Source = source
+    groups = GroupsSeen(reader)
 
     async def ingest(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -309,7 +313,8 @@ def build_app(
         found = _known_story(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse(diagnose(found, nearby=nearby_of(reader)).to_json())
+        deliveries = for_trace(found, groups, config.offsets)
+        return JSONResponse(diagnose(found, nearby=nearby_of(reader), deliveries=deliveries).to_json())
 
     def get_linking(request: Request) -> Response:
         found = _read(request, _linking)

@@ -11,6 +11,7 @@ from rich.text import Text
 from tracebridge.analysis.critical_path import NETWORK
 from tracebridge.analysis.diagnosis import Diagnosis, format_duration
 from tracebridge.analysis.doctor import BrokenChain
+from tracebridge.analysis.pending import PROCESSED
 
 
 def diagnosis_view(diagnosis: Diagnosis) -> RenderableType:
@@ -26,6 +27,10 @@ def diagnosis_view(diagnosis: Diagnosis) -> RenderableType:
     ]
     if diagnosis.failure_cause is not None:
         parts.append(Text.assemble(("failure  ", "bold"), (diagnosis.failure_cause.text, "red")))
+    pending = [delivery for delivery in diagnosis.deliveries if delivery.state != PROCESSED]
+    if len(pending) > 1:  # the headline names the first; list them all when there are more
+        for delivery in pending:
+            parts.append(Text.assemble(("pending  ", "bold"), (delivery.text, "yellow")))
     if diagnosis.linked_trace_ids:
         parts.append(
             Text(

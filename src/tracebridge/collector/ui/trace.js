@@ -115,6 +115,9 @@ export async function renderTrace(main, traceId, navigate) {
   const verdict = h("section", { class: "verdict", "aria-label": "verdict" },
     h("div", { class: "headline", id: "verdict" }, diagnosis.headline));
   if (diagnosis.failure_cause) verdict.append(h("div", { class: "failure-cause", id: "failure-cause" }, "✖ ", diagnosis.failure_cause.text));
+  // Records not (known to be) processed: the headline names the first; list them all when there are more.
+  const pending = (diagnosis.deliveries || []).filter((delivery) => delivery.state !== "processed");
+  if (pending.length > 1) for (const delivery of pending) verdict.append(h("div", { class: "pending-delivery" }, "◔ ", delivery.text));
   for (const failure of diagnosis.failures) verdict.append(h("div", { class: "failure" }, "✖ ", `${failure.service}: ${failure.span_name} — ${failure.error_type}: ${failure.message}`));
   for (const retry of diagnosis.retries) verdict.append(h("div", { class: "retry" }, "↻ ", `${retry.topic}[${retry.partition}]@${retry.offset}: ${retry.deliveries} deliveries to group ${retry.group} (${retry.service})`));
   for (const dead of diagnosis.dead_letters) verdict.append(h("div", { class: "dlq" }, "☠ ", `dead-lettered to ${dead.topic} by ${dead.service}`));
