@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# make demo DEMO_ARGS="--stuck-behind logistics-worker": an order stuck behind a stopped consumer
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(PY) -m tracebridge demo
+	$(PY) -m tracebridge demo $(DEMO_ARGS)
 
 system-packages:
 	@missing=""; \

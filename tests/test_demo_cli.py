@@ -128,11 +128,42 @@ def test_up_starts_fresh_and_the_cli_reads_the_running_stacks_store(tmp_path: Pa
     try:
         info = json.loads((tmp_path / ".tracebridge" / "stack.json").read_text())
         query = {"query": "query($id: ID!) { order(id: $id) { id } }", "variables": {"id": order_id}}
-        assert (
-            httpx.post(f"{info['gateway']}/graphql", json=query, timeout=10).json()["data"]["order"] is None
-        )
+        answer = httpx.post(f"{info['gateway']}/graphql", json=query, timeout=10)
+        assert answer.json().get("data") == {"order": None}, (answer.status_code, answer.text)
         again = tracebridge("diagnose", "--order", order_id, cwd=tmp_path)
         assert again.returncode == 1 and f"no trace has order.id={order_id}" in again.stderr
     finally:
         assert tracebridge("down", cwd=tmp_path).returncode == 0
     assert "cleared the previous run" in (tmp_path / ".tracebridge" / "supervisor.log").read_text()
+
+
+def test_demo_shows_an_order_stuck_behind_a_stopped_consumer_then_finishing(tmp_path: Path) -> None:
+    result = tracebridge(
+        "demo",
+        "--orders",
+        "1",
+        "--db",
+        str(tmp_path / "traces.db"),
+        "--logs",
+        str(tmp_path / "logs"),
+        "--stuck-behind",
+        "logistics-worker",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())  # the terminal wraps long answers
+    # the first order's record on `inventory` was offset 0; the stuck one's is 1, next for the group
+    assert (
+        "verdict in flight: waiting in `inventory` partition 0 (offset 1) for group `logistics` "
+        "(logistics-worker): 1 record behind, oldest unprocessed "
+    ) in out
+    assert "already processed by `order-status`" in out
+    assert "logistics-worker resumed: order " in out and " SHIPPED — " in out
+    assert eshop_processes() == []
+
+
+def test_demo_stuck_behind_must_name_a_consumer(tmp_path: Path) -> None:
+    result = tracebridge("demo", "--stuck-behind", "billing", "--db", str(tmp_path / "traces.db"))
+    assert result.returncode == 2
+    said = " ".join(result.stderr.split())
+    assert "not a consumer; choose one of inventory-worker, logistics-worker" in said
+    assert eshop_processes() == []

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tracebridge.demo.stack import SERVICE_NAMES, Faults
+
+if TYPE_CHECKING:
+    from tracebridge.demo.stack import Stack
 
 console = Console()
 errors = Console(stderr=True)
@@ -116,21 +119,37 @@ def demo(
     logs: Annotated[
         str | None, typer.Option(help="Folder for the services' logs (default: a new one).")
     ] = None,
+    stuck_behind: Annotated[
+        str | None,
+        typer.Option(
+            "--stuck-behind",
+            metavar="SERVICE",
+            help="Then stop this consumer (e.g. logistics-worker), place one more order and show "
+            "where it is stuck — the consumer group, partition and lag, asked of the broker — "
+            "then let the consumer go on and show the order finish.",
+        ),
+    ] = None,
 ) -> None:
     """Start broker, collector and the eshop services, place orders through GraphQL, wait until
-    every order is final, and show the slowest order's end-to-end trace and diagnosis."""
+    every order is final, and show the slowest order's end-to-end trace and diagnosis (and,
+    with --stuck-behind, an order in flight behind a stopped consumer)."""
     from tracebridge.analysis.diagnosis import diagnose
     from tracebridge.analysis.doctor import doctor
     from tracebridge.broker import BrokerNotFound, BrokerStartError
     from tracebridge.collector.source import StoreSource
     from tracebridge.collector.store import DEFAULT_DB, SpanStore
-    from tracebridge.demo import runner
+    from tracebridge.demo import runner, stuck
     from tracebridge.demo.shop import ShopError
     from tracebridge.demo.stack import Stack, StackError
     from tracebridge.render.report import diagnosis_view, doctor_view
     from tracebridge.render.waterfall import waterfall
 
     faults = parse_faults(slow, fail, break_context, slow_network)
+    if stuck_behind is not None:
+        try:
+            stuck.validate(stuck_behind)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
     directory = Path(logs).expanduser() if logs else Path(tempfile.mkdtemp(prefix="tracebridge-demo-"))
     store_path = Path(db).expanduser() if db else DEFAULT_DB
     stack = Stack(directory, faults, db=store_path)
@@ -209,6 +228,8 @@ def demo(
             f"\nstore: {store_path}   service logs: {directory}"
         )
         trace_path = f"/trace/{trace.spans[0].trace_id}"
+        if stuck_behind is not None:
+            trace_path = _show_stuck_order(stack, stuck_behind, timeout, keep)
         if keep:
             console.print(f"web UI: [bold]{stack.collector_url}{trace_path}[/]")
         else:
@@ -229,6 +250,36 @@ def demo(
         pass
     finally:
         stack.stop()
+
+
+def _show_stuck_order(stack: Stack, service: str, timeout: float, keep: bool) -> str:
+    """Stop ``service``, place an order, show where it is stuck; then (unless ``keep``: it
+    stays stuck for the UI until Ctrl-C) let the service go on and show the order finish.
+    Returns the stuck order's trace page."""
+    from tracebridge.demo import stuck
+    from tracebridge.render.report import diagnosis_view
+    from tracebridge.render.waterfall import waterfall
+
+    with console.status(f"stopping {service} and placing one more order..."):
+        held = stuck.place_stuck_order(stack, service, timeout)
+    console.print(
+        f"\n[bold]order {held.order_id} with {service} stopped[/]: its trace has "
+        f"{held.diagnosis.span_count} spans so far, and the broker says\n"
+    )
+    console.print(waterfall(held.trace, held.diagnosis, console.width))
+    console.print()
+    console.print(diagnosis_view(held.diagnosis))
+    if keep:  # it stays stuck, and the broker is there to ask, until Ctrl-C
+        bootstrap = stack.broker.bootstrap_servers if stack.broker is not None else "BROKER"
+        console.print(
+            f"\n[dim]the same answer: tracebridge diagnose --order {held.order_id} --source {stack.db} "
+            f"--kafka {bootstrap}[/]"
+        )
+    else:
+        with console.status(f"letting {service} go on..."):
+            status, after = stuck.release(stack, service, held, timeout)
+        console.print(f"\n[green]✓[/] {service} resumed: order {held.order_id} {status} — {after.headline}")
+    return f"/trace/{held.trace.spans[0].trace_id}"
 
 
 def up(

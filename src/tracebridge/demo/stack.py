@@ -181,8 +181,13 @@ class Stack:
             self.broker = EmbeddedBroker().start()
             self.broker.create_topics(list(TOPICS), partitions=1)
             if self.traced:
+                # --kafka: the diagnosis API asks the broker about orders in flight
                 self.collector = CollectorProcess(
-                    self.db, self.log("collector"), self._clean, port=self._collector_port
+                    self.db,
+                    self.log("collector"),
+                    self._clean,
+                    port=self._collector_port,
+                    args=("--kafka", self.broker.bootstrap_servers),
                 ).start(timeout)
             for link, ms in self.faults.slow_network.items():
                 self.links[link] = SlowLink(self.ports[link.partition(":")[2]], ms).start()
