@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import trace
 
 from tests.conftest import RunningCollector, unique
+from tracebridge.analysis.doctor import NEVER_PROCESSED, doctor
 from tracebridge.analysis.kafka_offsets import KafkaOffsets
 from tracebridge.analysis.model import SpanRecord, Trace
 from tracebridge.analysis.pending import (
@@ -135,6 +136,23 @@ async def test_a_stopped_group_is_named_with_its_lag_then_the_restart_clears_it(
         assert "no broker to ask (--kafka)" in without_broker.stdout
         api = httpx.get(f"{collector.url}/api/traces/{trace_id}/diagnosis", timeout=30).json()
         assert api["headline"].startswith(expected_headline)
+
+    # The doctor: five records sent and never processed, the group that should have named, and
+    # where it stands on the latest of them.
+    (lost,) = doctor(recorded(spans), time.time_ns(), unprocessed_after_s=0, offsets=offsets)
+    assert (lost.symptom, lost.topic, lost.producer, lost.consumer, lost.count) == (
+        NEVER_PROCESSED,
+        topic,
+        "tests",
+        "tests",
+        5,
+    )
+    assert lost.example_trace_id == trace_id
+    assert lost.reason.startswith(
+        f"waiting in `{topic}` partition 0 (offset 5) for group `{group}` (tests): 5 records behind"
+    )
+    (unasked,) = doctor(recorded(spans), time.time_ns(), unprocessed_after_s=0)
+    assert unasked.reason == f"group `{group}` has not processed it"
 
     await consume_and_commit(bootstrap, topic, group, 5)  # the group restarts and catches up
     (done,) = deliveries(story(), expected, offsets)

@@ -364,9 +364,11 @@ def doctor(
     unprocessed_after: Annotated[
         str, typer.Option(help="A record not processed this long after it was sent counts as lost.")
     ] = "60s",
+    kafka: KafkaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Find broken context chains and lost messages, grouped by topic and service."""
+    """Find broken context chains and lost messages, grouped by topic and service (with
+    --kafka, how far behind the consumer group of a lost message is)."""
     import json
     from dataclasses import asdict
 
@@ -381,7 +383,7 @@ def doctor(
     except SourceUnavailable as error:
         errors.print(f"[red]tracebridge:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
-    chains = run_doctor(spans, now, _parse_age(unprocessed_after))
+    chains = run_doctor(spans, now, _parse_age(unprocessed_after), offsets=_offsets(kafka))
     if as_json:
         print(json.dumps({"spans_examined": len(spans), "broken": [asdict(chain) for chain in chains]}))
         return

@@ -20,7 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from tracebridge.analysis import messaging
-from tracebridge.analysis.model import SpanRecord
+from tracebridge.analysis.model import SpanRecord, Trace
+from tracebridge.analysis.pending import ExpectedGroup, Offsets, deliveries, expected_groups
 
 NO_CONTEXT = "record carried no trace context"
 CONSUMER_ROOT = "consumer span starts its own trace"
@@ -144,8 +145,31 @@ def _evidence(suspects: list[_Suspect], total: int) -> tuple[str, str]:
     return confidence, f"{len(suspects)} of {total} records: {what} ({span} before)"
 
 
-def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60.0) -> list[BrokenChain]:
-    """Broken chains among ``spans``, most frequent first."""
+def _expected_consumers(
+    send: SpanRecord, expected: dict[str, list[ExpectedGroup]], offsets: Offsets | None
+) -> tuple[str, str]:
+    """(consumer, why) for a record nobody processed: the services of the groups that should
+    have, and where each stands on this record (asked of the broker when there is one)."""
+    topic = messaging.topic(send) or "?"
+    consumer = ", ".join(sorted({service for group in expected[topic] for service in group.services}))
+    found = deliveries(Trace([send]), expected, offsets)
+    if offsets is None or not found:
+        names = ", ".join(f"`{group.group}`" for group in expected[topic])
+        if len(expected[topic]) > 1:
+            return consumer, f"groups {names} have not processed it"
+        return consumer, f"group {names} has not processed it"
+    return consumer, "; ".join(delivery.text for delivery in found)
+
+
+def doctor(
+    spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60.0, offsets: Offsets | None = None
+) -> list[BrokenChain]:
+    """Broken chains among ``spans``, most frequent first.
+
+    A record sent but never processed names the consumer groups ``spans`` show processing its
+    topic, and — with ``offsets``, the broker — where each of them stands on the example record
+    (:mod:`tracebridge.analysis.pending`): waiting N records behind, or past it without context.
+    """
     consumed: set[tuple[str, str]] = set()
     groups: dict[tuple[str, str, str, str, str], list[str]] = defaultdict(list)
     evidence: dict[tuple[str, str, str, str, str], list[_Suspect]] = defaultdict(list)
@@ -176,6 +200,7 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
         if suspect is not None:
             evidence[group].append(suspect)
     cutoff = now_ns - int(unprocessed_after_s * 1e9)
+    unprocessed: dict[tuple[str, str], SpanRecord] = {}  # the latest such send, per (topic, producer)
     for span in spans:
         topic = messaging.topic(span)
         if not messaging.is_send(span) or topic is None or messaging.is_dead_letter(span):
@@ -184,10 +209,14 @@ def doctor(spans: list[SpanRecord], now_ns: int, unprocessed_after_s: float = 60
             continue  # never reached the broker, or too recent to judge
         if (span.trace_id, span.span_id) not in consumed:
             groups[(NEVER_PROCESSED, "", topic, span.service, "?")].append(span.trace_id)
+            unprocessed[(topic, span.service)] = span
+    expected = expected_groups(spans) if unprocessed else {}
     report = []
     for group, traces in groups.items():
         symptom, reason, topic, producer, consumer = group
         confidence, words = _evidence(evidence.get(group, []), len(traces))
+        if symptom == NEVER_PROCESSED and expected.get(topic):
+            consumer, reason = _expected_consumers(unprocessed[(topic, producer)], expected, offsets)
         report.append(
             BrokenChain(
                 symptom, topic, producer, consumer, len(traces), traces[-1], reason, confidence, words

@@ -333,7 +333,7 @@ def build_app(
             spans = reader.recent_spans(now - int(since_s * 1e9))
         except SourceUnavailable as error:
             return JSONResponse({"error": str(error)}, status_code=502)
-        chains = doctor(spans, now, unprocessed_after_s)
+        chains = doctor(spans, now, unprocessed_after_s, offsets=config.offsets)
         return JSONResponse({"spans_examined": len(spans), "broken": [asdict(chain) for chain in chains]})
 
     def services(request: Request) -> Response:
