@@ -357,3 +357,19 @@ def test_run_instruments_each_library_on_its_first_import_not_before(collector) 
     assert spans["CLIENT"].parent_span_id == spans["SERVER"].span_id
     # sampled, random trace id (W3C Level 2 flags 0x03)
     assert seen["traceparent_sent"] == f"00-{spans['CLIENT'].trace_id}-{spans['CLIENT'].span_id}-03"
+
+
+def test_an_edge_that_drops_inbound_context_instruments_aiohttp_cleanly() -> None:
+    """The inbound-context policy is put on each server stack as it loads: arming it must not
+    import aiohttp's server instrumentation early (whose aiohttp import would then instrument
+    aiohttp inside that half-done import)."""
+    env = clean_env(
+        OTEL_TRACES_EXPORTER="none", OTEL_LOGS_EXPORTER="none", TRACEBRIDGE_INBOUND_CONTEXT="drop"
+    )
+    program = "import sys, aiohttp.web; print(sorted(m for m in sys.modules if m.endswith('aiohttp_server')))"
+    command = [sys.executable, "-m", "tracebridge", "run", "--", sys.executable, "-c", program]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "could not instrument" not in result.stderr
+    # instrumented, on aiohttp's import
+    assert result.stdout.strip() == "['opentelemetry.instrumentation.aiohttp_server']"

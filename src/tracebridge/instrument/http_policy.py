@@ -11,6 +11,7 @@ trace.  Services inside keep ``trust``.
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from typing import Any
 
 from wrapt import wrap_function_wrapper
@@ -75,18 +76,26 @@ _INBOUND_WRAPPERS: tuple[tuple[str, str, Any], ...] = (
 
 def install_inbound_policy(policy: InboundContext) -> None:
     """Apply ``policy`` to every HTTP server stack whose upstream instrumentation is installed
-    — ASGI (FastAPI, Starlette), WSGI (Flask, Django), aiohttp — and to our own (idempotent)."""
+    — ASGI (FastAPI, Starlette), WSGI (Flask, Django), aiohttp — and to our own (idempotent).
+
+    Each upstream module is wrapped as it is first imported, never imported here: importing
+    the aiohttp server instrumentation imports aiohttp, whose own instrumentation would then
+    run inside that import (and find the server instrumentation half-initialised)."""
     global _policy
     _policy = policy
-    if policy is InboundContext.TRUST or _installed:
+    armed = any(key.startswith("inbound ") for key in lazy.armed())
+    if policy is InboundContext.TRUST or _installed or armed:
         return
     for module, name, wrapper in _INBOUND_WRAPPERS:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
-        wrap_function_wrapper(module, name, wrapper)
-        _installed.append((module, name))
+        if lazy.is_installed(module):
+            wrap = partial(_wrap_inbound, module, name, wrapper)
+            lazy.when_imported((module,), f"inbound {module} {name}", wrap)
+
+
+def _wrap_inbound(module: str, name: str, wrapper: Any) -> bool:
+    wrap_function_wrapper(module, name, wrapper)
+    _installed.append((module, name))
+    return True
 
 
 def uninstall_inbound_policy() -> None:
