@@ -46,6 +46,7 @@ test: $(STAMP) system-packages $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/http_overhead.py
+	$(PY) bench/log_overhead.py
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
 	$(PY) bench/diagnose_accuracy.py

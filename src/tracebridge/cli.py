@@ -330,6 +330,49 @@ def trace_command(
 
 
 @app.command()
+def logs(
+    trace_id: TraceId = None,
+    order: OrderOption = None,
+    find: FindOption = None,
+    source: SourceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every service's log lines of one trace (or an order's story), in time order, each with
+    its service and span."""
+    import json
+    from datetime import datetime
+
+    from tracebridge.collector.source import StoreSource
+
+    trace, reader = _load_trace(source, trace_id, order, find)
+    if not isinstance(reader, StoreSource):
+        errors.print(
+            f"[red]tracebridge:[/] {escape(reader.describe())} keeps no log records for us; logs are "
+            "read from a tracebridge store (--source PATH): the collector keeps what services send "
+            "to /v1/logs"
+        )
+        raise typer.Exit(1)
+    lines = reader.store.log_lines(sorted(trace.trace_ids))
+    if as_json:
+        print(json.dumps({"trace_ids": sorted(trace.trace_ids), "logs": [line.to_json() for line in lines]}))
+        return
+    if not lines:
+        console.print(f"[dim]no log records for trace {trace.spans[0].trace_id} in {reader.describe()}[/]")
+        return
+    width = max(len(line.service) for line in lines)
+    names = {span.span_id: span.name for span in trace.spans}
+    for line in lines:
+        when = datetime.fromtimestamp(line.time_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+        style = "red" if line.is_error else ("yellow" if line.severity_number >= 13 else "")
+        where = f" [dim]({names.get(line.span_id or '', 'no span')})[/]" if line.span_id else ""
+        console.print(
+            f"{when}  [{style or 'default'}]{line.severity:<5}[/]  {escape(line.service):<{width}}  "
+            f"[{style or 'default'}]{escape(line.body)}[/]{where}",
+            highlight=False,
+        )
+
+
+@app.command()
 def diagnose(
     trace_id: TraceId = None,
     order: OrderOption = None,

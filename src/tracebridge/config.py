@@ -129,6 +129,8 @@ class Settings:
     sdk_disabled: bool = False
     traces_exporter: str = "otlp"
     otlp_traces_endpoint: str = DEFAULT_OTLP_ENDPOINT + "/v1/traces"
+    logs_exporter: str = "otlp"  # OTEL_LOGS_EXPORTER: otlp, console or none (tracebridge.log_export)
+    otlp_logs_endpoint: str = DEFAULT_OTLP_ENDPOINT + "/v1/logs"
     otlp_headers: Mapping[str, str] = field(default_factory=dict)
     otlp_timeout_s: float = 10.0
     otlp_compression: str = "none"
@@ -170,6 +172,15 @@ class Settings:
         traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or (
             base_endpoint.rstrip("/") + "/v1/traces"
         )
+        logs_endpoint = env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").strip() or (
+            base_endpoint.rstrip("/") + "/v1/logs"
+        )
+        if not logs_endpoint.startswith(("http://", "https://")):
+            reader.problem(
+                f"OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT={logs_endpoint!r} is not an http(s) URL; "
+                f"using {DEFAULT_OTLP_ENDPOINT}/v1/logs"
+            )
+            logs_endpoint = DEFAULT_OTLP_ENDPOINT + "/v1/logs"
         if not traces_endpoint.startswith(("http://", "https://")):
             reader.problem(
                 f"OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT={traces_endpoint!r} is not an http(s) URL; "
@@ -200,6 +211,8 @@ class Settings:
             sdk_disabled=reader.flag("OTEL_SDK_DISABLED", False),
             traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", EXPORTERS, "otlp"),
             otlp_traces_endpoint=traces_endpoint,
+            logs_exporter=reader.choice("OTEL_LOGS_EXPORTER", ("otlp", "console", "none"), "otlp"),
+            otlp_logs_endpoint=logs_endpoint,
             otlp_headers=headers,
             otlp_timeout_s=reader.number(_traces_first(env, "OTEL_EXPORTER_OTLP_TIMEOUT"), 10000, minimum=1)
             / 1000.0,

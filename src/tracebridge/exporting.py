@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from opentelemetry.context import (
     _SUPPRESS_INSTRUMENTATION_KEY,
@@ -331,13 +332,19 @@ class BatchExportProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._shutdown or not span.context.trace_flags.sampled:
+        if span.context.trace_flags.sampled:
+            self.offer(span)
+
+    def offer(self, item: Any) -> None:
+        """Queue one item for export (a span, or a log record of the logs pipeline); a full
+        queue drops it and counts the drop."""
+        if self._shutdown:
             return
         queue = self._queue
         if len(queue) >= self.max_queue_size:
             self.queue_dropped += 1
             return
-        queue.append(span)
+        queue.append(item)
         if self._worker is None:
             self._ensure_worker()
         if len(queue) >= self.max_export_batch_size and not self._wake.is_set():

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -84,6 +85,38 @@ def parse_json(body: bytes | str) -> ExportTraceServiceRequest:
         raise
     except Exception as error:
         raise InvalidOtlp(f"not an OTLP JSON ExportTraceServiceRequest: {error}") from error
+
+
+def parse_logs_protobuf(body: bytes) -> ExportLogsServiceRequest:
+    """Parse a ``/v1/logs`` protobuf body; raises :class:`InvalidOtlp` on garbage."""
+    request = ExportLogsServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as error:
+        raise InvalidOtlp(f"not an OTLP protobuf ExportLogsServiceRequest: {error}") from error
+    return request
+
+
+def parse_logs_json(body: bytes | str) -> ExportLogsServiceRequest:
+    """Parse an OTLP JSON logs document (hex ids, camelCase or snake_case fields)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidOtlp(f"not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise InvalidOtlp("an OTLP JSON logs document is an object with resourceLogs")
+    try:
+        for resource_logs in _list(document, "resourceLogs", "resource_logs"):
+            for scope_logs in _list(resource_logs, "scopeLogs", "scope_logs"):
+                for record in _list(scope_logs, "logRecords", "log_records"):
+                    _convert_ids(record)
+        request = ExportLogsServiceRequest()
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        return request
+    except InvalidOtlp:
+        raise
+    except Exception as error:
+        raise InvalidOtlp(f"not an OTLP JSON ExportLogsServiceRequest: {error}") from error
 
 
 def _hex_ids_to_base64(document: dict[str, Any]) -> None:
@@ -196,6 +229,8 @@ __all__ = [
     "attributes",
     "iter_spans",
     "parse_json",
+    "parse_logs_json",
+    "parse_logs_protobuf",
     "parse_protobuf",
     "record_from_span",
     "records",

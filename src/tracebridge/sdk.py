@@ -36,10 +36,11 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from tracebridge import business_keys
+from tracebridge import business_keys, log_export
 from tracebridge.business_keys import BusinessKeysProcessor, BusinessKeysResponsePropagator
 from tracebridge.config import Settings
 from tracebridge.exporting import BatchExportProcessor, ResilientExporter
+from tracebridge.log_export import LogExport
 from tracebridge.propagation.composite import TracebridgePropagator
 from tracebridge.propagation.w3c import StrictTraceContextPropagator
 from tracebridge.redaction import RedactingExporter, RedactionError, RedactionPolicy
@@ -56,6 +57,7 @@ class Configured:
     exporter: SpanExporter | None
     processor: SpanProcessor | None
     stopped: bool = False
+    logs: LogExport | None = None  # OTEL_LOGS_EXPORTER's pipeline (tracebridge.log_export)
 
 
 _lock = threading.Lock()
@@ -113,7 +115,11 @@ def configure(
         elif processor is not None:
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
-        _state = Configured(settings, provider, exporter, processor)
+        logs = None
+        if settings.logs_exporter != "none":
+            logs = LogExport(settings, provider.resource)
+            log_export.set_active(logs)
+        _state = Configured(settings, provider, exporter, processor, logs=logs)
         atexit.register(shutdown)
         return provider
 
@@ -132,12 +138,16 @@ def shutdown() -> None:
     state.stopped = True
     # Flush for at most the promised time (our processor honours the timeout): the exporter
     # may be stuck in its retry loop, up to OTEL_EXPORTER_OTLP_TIMEOUT, on a dead collector.
-    state.provider.force_flush(timeout_millis=int(state.settings.shutdown_timeout_s * 1000))
+    budget_ms = int(state.settings.shutdown_timeout_s * 1000)
+    state.provider.force_flush(timeout_millis=budget_ms)
     # Shutting the exporter down aborts any retry in progress, so the provider's shutdown
     # below finishes at once; whatever is still queued is dropped and counted.
     if state.exporter is not None:
         state.exporter.shutdown()
     state.provider.shutdown()
+    if state.logs is not None:  # the same promise for log records: flush within the budget
+        log_export.set_active(None)
+        state.logs.shutdown(budget_ms)
 
 
 def flush_on_sigterm() -> bool:

@@ -16,13 +16,14 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
@@ -42,7 +43,7 @@ from tracebridge.analysis.story import story
 from tracebridge.collector import ui
 from tracebridge.collector.source import StoreSource
 from tracebridge.collector.store import PreparedBatch, SpanStore, WriteResult
-from tracebridge.otlp import InvalidOtlp, parse_json, parse_protobuf
+from tracebridge.otlp import InvalidOtlp, parse_json, parse_logs_json, parse_logs_protobuf, parse_protobuf
 
 T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
@@ -200,43 +201,89 @@ def build_app(
     reader: Source = source
     groups = GroupsSeen(reader)
 
-    async def ingest(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if writer is None or store is None:
-            message = f"this collector reads {reader.describe()}; export spans there, not here"
-            return _status(12, message, JSON if content_type != PROTOBUF else PROTOBUF, 404)
-        retry = {"Retry-After": str(config.retry_after_s)}
-        if writer.busy():
-            return _status(14, "collector is busy; retry later", content_type, 429, **retry)
-        if content_type not in (PROTOBUF, JSON):
-            message = f"unsupported Content-Type {content_type!r}: send {PROTOBUF} or {JSON}"
-            return _status(3, message, JSON, 415)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", ""):
-            message = f"unsupported Content-Encoding {encoding!r}: send gzip or none"
-            return _status(3, message, content_type, 415)
-        try:
-            body = await _read_body(request, config.max_body_bytes)
-            if encoding == "gzip":
-                body = _decompress(body, config.max_body_bytes)
-            parsed = parse_json(body) if content_type == JSON else parse_protobuf(body)
-        except PayloadTooLarge as error:
-            return _status(8, str(error), content_type, 413)
-        except (InvalidOtlp, ValueError, zlib.error, EOFError) as error:
-            return _status(3, f"malformed request: {error}", content_type, 400)
-        try:
-            # Rows are built here, in Python, while the writer thread is in SQLite (which
-            # releases the GIL) with the previous requests: the two overlap.
-            result = await writer.submit(store.prepare(parsed))
-        except Exception as error:
-            return _status(14, f"could not store spans: {error}", content_type, 503, **retry)
+    def intake(
+        what: str,
+        parse_binary: Callable[[bytes], Any],
+        parse_text: Callable[[bytes], Any],
+        prepare: Callable[[Any], PreparedBatch],
+        answer: Callable[[WriteResult], Any],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """One OTLP/HTTP endpoint (``/v1/traces``, ``/v1/logs``): the same limits, errors and
+        commit-before-answer for every signal."""
+
+        async def ingest(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if writer is None or store is None:
+                message = f"this collector reads {reader.describe()}; export {what} there, not here"
+                return _status(12, message, JSON if content_type != PROTOBUF else PROTOBUF, 404)
+            retry = {"Retry-After": str(config.retry_after_s)}
+            if writer.busy():
+                return _status(14, "collector is busy; retry later", content_type, 429, **retry)
+            if content_type not in (PROTOBUF, JSON):
+                message = f"unsupported Content-Type {content_type!r}: send {PROTOBUF} or {JSON}"
+                return _status(3, message, JSON, 415)
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", "gzip", ""):
+                message = f"unsupported Content-Encoding {encoding!r}: send gzip or none"
+                return _status(3, message, content_type, 415)
+            try:
+                body = await _read_body(request, config.max_body_bytes)
+                if encoding == "gzip":
+                    body = _decompress(body, config.max_body_bytes)
+                parsed = parse_text(body) if content_type == JSON else parse_binary(body)
+            except PayloadTooLarge as error:
+                return _status(8, str(error), content_type, 413)
+            except (InvalidOtlp, ValueError, zlib.error, EOFError) as error:
+                return _status(3, f"malformed request: {error}", content_type, 400)
+            try:
+                # Rows are built here, in Python, while the writer thread is in SQLite (which
+                # releases the GIL) with the previous requests: the two overlap.
+                result = await writer.submit(prepare(parsed))
+            except Exception as error:
+                return _status(14, f"could not store {what}: {error}", content_type, 503, **retry)
+            response = answer(result)
+            if content_type == JSON:
+                return Response(json_format.MessageToJson(response), media_type=JSON)
+            return Response(response.SerializeToString(), media_type=PROTOBUF)
+
+        return ingest
+
+    def traces_answer(result: WriteResult) -> ExportTraceServiceResponse:
         response = ExportTraceServiceResponse()
         if result.rejected:
             response.partial_success.rejected_spans = result.rejected
             response.partial_success.error_message = f"{result.rejected} spans rejected: {result.reason}"
-        if content_type == JSON:
-            return Response(json_format.MessageToJson(response), media_type=JSON)
-        return Response(response.SerializeToString(), media_type=PROTOBUF)
+        return response
+
+    def logs_answer(result: WriteResult) -> ExportLogsServiceResponse:
+        response = ExportLogsServiceResponse()
+        if result.rejected:
+            response.partial_success.rejected_log_records = result.rejected
+            message = f"{result.rejected} log records rejected: {result.reason}"
+            response.partial_success.error_message = message
+        return response
+
+    def prepare_spans(parsed: Any) -> PreparedBatch:
+        assert store is not None
+        return store.prepare(parsed)
+
+    def prepare_logs(parsed: Any) -> PreparedBatch:
+        assert store is not None
+        return store.prepare_logs(parsed)
+
+    ingest_traces = intake("spans", parse_protobuf, parse_json, prepare_spans, traces_answer)
+    ingest_logs = intake("log records", parse_logs_protobuf, parse_logs_json, prepare_logs, logs_answer)
+
+    def get_logs(request: Request) -> Response:
+        """A trace's (or an order's story's) log lines, every service's, in time order."""
+        if store is None:
+            message = f"no log records here: this collector reads {reader.describe()}"
+            return JSONResponse({"error": message}, status_code=404)
+        found = _known_story(request)
+        if isinstance(found, Response):
+            return found
+        lines = store.log_lines(sorted(found.trace_ids))
+        return JSONResponse({"logs": [line.to_json() for line in lines]})
 
     def _read(request: Request, read: Callable[[str], T]) -> T | Response:
         """``read`` of the trace the path names, or the 400/404/502 answer for it."""
@@ -355,11 +402,14 @@ def build_app(
     def health(request: Request) -> Response:
         if store is None:
             return JSONResponse({"status": "ok", "source": reader.describe()})
-        return JSONResponse({"status": "ok", "spans_received": store.spans_received()})
+        received = {"spans_received": store.spans_received(), "logs_received": store.log_count()}
+        return JSONResponse({"status": "ok", **received})
 
     app = Starlette(
         routes=[
-            Route("/v1/traces", ingest, methods=["POST"]),
+            Route("/v1/traces", ingest_traces, methods=["POST"]),
+            Route("/v1/logs", ingest_logs, methods=["POST"]),
+            Route("/api/traces/{trace_id}/logs", get_logs),
             Route("/api/traces/{trace_id}/diagnosis", get_diagnosis),
             Route("/api/traces/{trace_id}/linked", get_linking),
             Route("/api/traces/{trace_id}", get_trace),

@@ -16,15 +16,17 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracebridge.analysis.model import SpanRecord, TraceSummary, attribute_matches
+from tracebridge.collector import logs
 from tracebridge.otlp import attributes, record_from_span, span_problem
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
@@ -109,13 +111,14 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """The rows of one request, ready to commit."""
+    """The rows of one request, ready to commit (a traces request's, or a logs request's)."""
 
     span_rows: list[tuple[Any, ...]]
     attribute_rows: set[tuple[str, str, str]]
     link_rows: list[tuple[str, str, str, str]]
     resource_rows: dict[int, bytes]
     result: WriteResult
+    log_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -150,7 +153,7 @@ class SpanStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(self.path)
-        self._writer.executescript(_SCHEMA)
+        self._writer.executescript(_SCHEMA + logs.LOG_SCHEMA)
         if indexed_attributes is not None:
             chosen = json.dumps(sorted(set(indexed_attributes)))
             self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('indexed_attributes', ?)", (chosen,))
@@ -228,17 +231,25 @@ class SpanStore:
             span_rows, attribute_rows, link_rows, resource_rows, WriteResult(accepted, rejected, reason)
         )
 
+    def prepare_logs(self, request: ExportLogsServiceRequest) -> PreparedBatch:
+        """The rows one ``/v1/logs`` request adds (:mod:`tracebridge.collector.logs`)."""
+        found = logs.prepare(request)
+        result = WriteResult(found.accepted, found.rejected, found.reason)
+        return PreparedBatch([], set(), [], {}, result, log_rows=found.rows)
+
     def commit(self, batches: Sequence[PreparedBatch]) -> None:
         """Write prepared batches in one transaction (group commit)."""
         resource_rows: dict[int, bytes] = {}
         span_rows: list[tuple[Any, ...]] = []
         attribute_rows: set[tuple[str, str, str]] = set()
         link_rows: list[tuple[str, str, str, str]] = []
+        log_rows: list[tuple[Any, ...]] = []
         for batch in batches:
             resource_rows.update(batch.resource_rows)
             span_rows.extend(batch.span_rows)
             attribute_rows.update(batch.attribute_rows)
             link_rows.extend(batch.link_rows)
+            log_rows.extend(batch.log_rows)
         with self._write_lock:
             cursor = self._writer.cursor()
             cursor.execute("BEGIN")
@@ -247,6 +258,7 @@ class SpanStore:
                 cursor.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", span_rows)
                 cursor.executemany("INSERT OR IGNORE INTO attributes VALUES (?, ?, ?)", attribute_rows)
                 cursor.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", link_rows)
+                cursor.executemany(logs.INSERT, log_rows)
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -261,6 +273,8 @@ class SpanStore:
             deleted += self._delete_traces(
                 "SELECT DISTINCT trace_id FROM spans WHERE start_ns < ?", (cutoff,)
             )
+            with self._write_lock:  # log records outside any trace age out the same way
+                self._writer.execute("DELETE FROM logs WHERE time_ns < ?", (cutoff,))
         if max_bytes is not None:
             for _ in range(100):
                 if self.size_bytes() <= max_bytes:
@@ -290,6 +304,7 @@ class SpanStore:
                 deleted = cursor.rowcount
                 cursor.execute("DELETE FROM attributes WHERE trace_id IN (SELECT trace_id FROM doomed)")
                 cursor.execute("DELETE FROM links WHERE trace_id IN (SELECT trace_id FROM doomed)")
+                cursor.execute("DELETE FROM logs WHERE trace_id IN (SELECT trace_id FROM doomed)")
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -347,6 +362,15 @@ class SpanStore:
         if not rows:
             raise TraceNotFound(trace_id)
         return self._records(rows)
+
+    def log_lines(self, trace_ids: Sequence[str], limit: int = 10_000) -> list[logs.LogLine]:
+        """Every service's log lines of these traces, in time order."""
+        with self._reader() as connection:
+            return logs.lines(connection, trace_ids, limit)
+
+    def log_count(self) -> int:
+        with self._reader() as connection:
+            return int(_one(connection, "SELECT count(*) FROM logs")[0])
 
     def trace_ids_with(self, key: str, value: str, limit: int = 20) -> list[str]:
         """Traces that have a span with attribute ``key`` = ``value`` (newest first): an index
