@@ -137,7 +137,9 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "traces.db"
-        with CollectorProcess(db, Path(folder) / "collector.log", env) as collector:
+        # no retention: the lookup target is for every span stored (the default keeps 2 GB)
+        no_limit = ("--max-size", "1TB", "--max-age", "3650d")
+        with CollectorProcess(db, Path(folder) / "collector.log", env, args=no_limit) as collector:
             endpoint = f"{collector.url}/v1/traces"
             empty_seconds = send_all(endpoint, empty, args.clients)
             seconds = send_all(endpoint, payloads, args.clients)

@@ -287,9 +287,12 @@ class SpanStore:
                 deleted += removed
                 if not removed:
                     break
+                # No VACUUM: it rewrote the whole file under the write lock, so a store at its
+                # size limit stopped taking spans for the minutes that took (requests timed out
+                # at 5 M spans).  Deleted pages go to the free list and new spans reuse them:
+                # the file stays at about --max-size, and the size counted is the pages in use.
                 with self._write_lock:
                     self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    self._writer.execute("VACUUM")
         return deleted
 
     def _delete_traces(self, select: str, parameters: tuple[Any, ...]) -> int:
@@ -312,13 +315,14 @@ class SpanStore:
         return max(deleted, 0)
 
     def size_bytes(self) -> int:
-        """Database plus write-ahead log, as on disk."""
-        total = 0
-        for suffix in ("", "-wal"):
-            candidate = Path(f"{self.path}{suffix}")
-            if candidate.exists():
-                total += candidate.stat().st_size
-        return total
+        """The store's pages in use (the file less its free pages, which new spans reuse) plus
+        the write-ahead log."""
+        with self._write_lock:
+            pages = _one(self._writer, "PRAGMA page_count")[0]
+            free = _one(self._writer, "PRAGMA freelist_count")[0]
+            page_size = _one(self._writer, "PRAGMA page_size")[0]
+        wal = Path(f"{self.path}-wal")
+        return int(pages - free) * int(page_size) + (wal.stat().st_size if wal.exists() else 0)
 
     # -- reading ------------------------------------------------------------------------------
     @contextmanager
