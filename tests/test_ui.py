@@ -569,3 +569,99 @@ def test_an_order_in_flight_names_the_group_it_waits_for(
         assert page.locator("#verdict").inner_text().startswith(f"in flight: {waiting}")
         assert page.locator(".pending-delivery").count() == 0  # one record: the headline says it all
         shot(page, "in-flight")
+
+
+def test_a_traces_log_lines_show_under_the_waterfall_and_in_their_spans_details(tmp_path, page) -> None:  # type: ignore[no-untyped-def]
+    """Every service's lines on one timeline under the waterfall, errors highlighted; a line's
+    span link selects the span, whose details list its own lines."""
+    from tests.conftest import RunningCollector
+
+    trace_id, root, child = hexid(128), hexid(64), hexid(64)
+    now = time.time_ns()
+    with RunningCollector(tmp_path / "traces.db") as collector:
+        post(
+            collector.url,
+            otlp(
+                [
+                    {
+                        "trace_id": trace_id,
+                        "span_id": root,
+                        "name": "POST /orders",
+                        "start": now,
+                        "end": now + 50 * MS,
+                        "kind": 2,
+                    }
+                ],
+                "order",
+            ),
+        )
+        post(
+            collector.url,
+            otlp(
+                [
+                    {
+                        "trace_id": trace_id,
+                        "span_id": child,
+                        "parent": root,
+                        "name": "charge card",
+                        "start": now + 10 * MS,
+                        "end": now + 40 * MS,
+                        "status": 2,
+                    }
+                ],
+                "billing",
+            ),
+        )
+
+        def record(service: str, at_ms: int, severity: int, text: str, span_id: str) -> dict:
+            return {
+                "resourceLogs": [
+                    {
+                        "resource": {
+                            "attributes": [{"key": "service.name", "value": {"stringValue": service}}]
+                        },
+                        "scopeLogs": [
+                            {
+                                "logRecords": [
+                                    {
+                                        "timeUnixNano": str(now + at_ms * MS),
+                                        "severityNumber": severity,
+                                        "body": {"stringValue": text},
+                                        "traceId": trace_id,
+                                        "spanId": span_id,
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            }
+
+        for document in (
+            record("billing", 30, 17, "card declined <b>by bank</b>", child),
+            record("order", 5, 9, "order o-1 received", root),
+            record("order", 45, 13, "answering 402", root),
+        ):
+            assert httpx.post(f"{collector.url}/v1/logs", json=document).status_code == 200
+        page.goto(f"{collector.url}/trace/{trace_id}")
+        page.wait_for_selector(".log-line")
+        assert page.locator(".logs h2").inner_text() == "3 log lines, 1 error"
+        lines = page.locator(".logs .log-line")
+        assert [lines.nth(n).locator(".log-body").inner_text() for n in range(3)] == [
+            "order o-1 received",
+            "card declined <b>by bank</b>",  # shown as text, never as markup
+            "answering 402",
+        ]
+        assert [lines.nth(n).locator(".chip").inner_text() for n in range(3)] == [
+            "order",
+            "billing",
+            "order",
+        ]
+        assert page.locator(".logs .log-line.log-error").count() == 1
+        assert page.locator(".log-tick").count() == 3 and page.locator(".log-tick.log-error").count() == 1
+        lines.nth(1).locator(".log-span").click()
+        details = page.locator(".details")
+        assert details.locator("h2").inner_text() == "charge card"
+        assert details.locator("h3", has_text="Logs (1)").count() == 1
+        assert details.locator(".span-logs .log-body").inner_text() == "card declined <b>by bank</b>"
+        shot(page, "trace-logs")

@@ -5,6 +5,7 @@
 // Rows are virtualised (only those on screen exist), so a 5 000-span trace stays responsive.
 import { api } from "/ui/api.js";
 import { h, clear, formatDuration, serviceColour, serviceChip, tracePath } from "/ui/dom.js";
+import { fetchLogs, logsSection, spanLogs } from "/ui/logs.js";
 
 const ROW = 24; // px per row
 const OVERSCAN = 12;
@@ -73,10 +74,11 @@ function exceptionOf(span) {
 }
 
 export async function renderTrace(main, traceId, navigate) {
-  const [trace, diagnosis, linking] = await Promise.all([
+  const [trace, diagnosis, linking, logs] = await Promise.all([
     api(`/api/traces/${encodeURIComponent(traceId)}`),
     api(`/api/traces/${encodeURIComponent(traceId)}/diagnosis`),
     api(`/api/traces/${encodeURIComponent(traceId)}/linked`),
+    fetchLogs(traceId),
   ]);
   const linkedTraces = trace.linked_traces || [];
   const linkedParents = trace.linked_parents || {};
@@ -146,6 +148,7 @@ export async function renderTrace(main, traceId, navigate) {
   const details = h("aside", { class: "details", "aria-live": "polite" }, h("p", { class: "muted" }, "Select a span to see its attributes, events and links."));
   viewport.style.height = `${Math.min(rows.length * ROW + 2, Math.max(240, window.innerHeight * 0.7))}px`;
   main.append(legend, h("div", { class: "trace-body" }, viewport, details));
+  main.append(logsSection(logs, t0, t1, (spanId) => select(rows.findIndex((r) => r.span.span_id === spanId), true)));
 
   let selected = -1;
   const rendered = new Map();
@@ -276,6 +279,7 @@ export async function renderTrace(main, traceId, navigate) {
       details.append(h("p", { class: "joined" }, "hop from ", spanLink(send.trace_id, send.span_id, describe(send, send.trace_id)), " (joined by a link: a trace of its own)"));
     }
     details.append(h("h3", {}, "Attributes"), keyValues(span.attributes));
+    details.append(...spanLogs(logs, span.span_id, span.start_ns));
     details.append(h("h3", {}, `Events (${(span.events || []).length})`));
     for (const event of span.events || []) {
       details.append(h("div", { class: "event" }, h("strong", {}, event.name), ` +${formatDuration(event.time_ns - span.start_ns)}`, keyValues(event.attributes)));
