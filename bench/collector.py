@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--lookups", type=int, default=200)
     args = parser.parse_args()
-    requests = max(len(SERVICES), args.spans // BATCH // len(SERVICES) * len(SERVICES))
+    per_round = BATCH * len(SERVICES)  # seven batches complete 512 traces
+    requests = max(1, -(-args.spans // per_round)) * len(SERVICES)  # at least --spans
     now = time.time_ns()
     print(f"building {requests} batches of {BATCH} spans ...", flush=True)
     payloads = [batch(number, now) for number in range(requests)]
