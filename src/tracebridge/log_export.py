@@ -98,16 +98,7 @@ class LogExporter(SpanExporter):
         self.redactor = None if policy.empty else Redactor(policy)
         self.console = settings.logs_exporter == "console"
         self.resource = resource
-        self.wire = WireSpanExporter(
-            settings.otlp_logs_endpoint,
-            headers=dict(settings.otlp_headers),
-            timeout_s=settings.otlp_timeout_s,
-            compression=settings.otlp_compression,
-            certificate=settings.otlp_certificate,
-            client_certificate=settings.otlp_client_certificate,
-            client_key=settings.otlp_client_key,
-            encoder=self._encode,
-        )
+        self.wire = WireSpanExporter.from_settings(settings, settings.otlp_logs_endpoint, self._encode)
 
     def _redacted(self, item: LogItem) -> LogItem:
         if self.redactor is None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -58,65 +58,64 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return {pair.key: any_value(pair.value) for pair in pairs}
 
 
-def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    """Parse a protobuf request body; raises :class:`InvalidOtlp` on garbage."""
-    request = ExportTraceServiceRequest()
+_Request = TypeVar("_Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
+
+
+def _parse_binary(message: type[_Request], body: bytes) -> _Request:
+    request = message()
     try:
         request.ParseFromString(body)
     except Exception as error:
-        raise InvalidOtlp(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from error
+        raise InvalidOtlp(f"not an OTLP protobuf {message.__name__}: {error}") from error
     return request
+
+
+def _parse_document(
+    message: type[_Request], body: bytes | str, top: str, convert: Callable[[dict[str, Any]], None]
+) -> _Request:
+    """OTLP JSON: hex ids (``convert`` makes them protobuf's base64), camelCase or snake_case."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidOtlp(f"not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise InvalidOtlp(f"an OTLP JSON document is an object with {top}")
+    try:
+        convert(document)
+        request = message()
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        return request
+    except InvalidOtlp:
+        raise
+    except Exception as error:
+        raise InvalidOtlp(f"not an OTLP JSON {message.__name__}: {error}") from error
+
+
+def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """Parse a protobuf request body; raises :class:`InvalidOtlp` on garbage."""
+    return _parse_binary(ExportTraceServiceRequest, body)
 
 
 def parse_json(body: bytes | str) -> ExportTraceServiceRequest:
     """Parse an OTLP JSON document (hex ids, camelCase or snake_case fields)."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as error:
-        raise InvalidOtlp(f"not JSON: {error}") from error
-    if not isinstance(document, dict):
-        raise InvalidOtlp("an OTLP JSON document is an object with resourceSpans")
-    try:
-        _hex_ids_to_base64(document)
-        request = ExportTraceServiceRequest()
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        return request
-    except InvalidOtlp:
-        raise
-    except Exception as error:
-        raise InvalidOtlp(f"not an OTLP JSON ExportTraceServiceRequest: {error}") from error
+    return _parse_document(ExportTraceServiceRequest, body, "resourceSpans", _hex_ids_to_base64)
 
 
 def parse_logs_protobuf(body: bytes) -> ExportLogsServiceRequest:
     """Parse a ``/v1/logs`` protobuf body; raises :class:`InvalidOtlp` on garbage."""
-    request = ExportLogsServiceRequest()
-    try:
-        request.ParseFromString(body)
-    except Exception as error:
-        raise InvalidOtlp(f"not an OTLP protobuf ExportLogsServiceRequest: {error}") from error
-    return request
+    return _parse_binary(ExportLogsServiceRequest, body)
 
 
 def parse_logs_json(body: bytes | str) -> ExportLogsServiceRequest:
     """Parse an OTLP JSON logs document (hex ids, camelCase or snake_case fields)."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as error:
-        raise InvalidOtlp(f"not JSON: {error}") from error
-    if not isinstance(document, dict):
-        raise InvalidOtlp("an OTLP JSON logs document is an object with resourceLogs")
-    try:
-        for resource_logs in _list(document, "resourceLogs", "resource_logs"):
-            for scope_logs in _list(resource_logs, "scopeLogs", "scope_logs"):
-                for record in _list(scope_logs, "logRecords", "log_records"):
-                    _convert_ids(record)
-        request = ExportLogsServiceRequest()
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        return request
-    except InvalidOtlp:
-        raise
-    except Exception as error:
-        raise InvalidOtlp(f"not an OTLP JSON ExportLogsServiceRequest: {error}") from error
+    return _parse_document(ExportLogsServiceRequest, body, "resourceLogs", _hex_log_ids_to_base64)
+
+
+def _hex_log_ids_to_base64(document: dict[str, Any]) -> None:
+    for resource_logs in _list(document, "resourceLogs", "resource_logs"):
+        for scope_logs in _list(resource_logs, "scopeLogs", "scope_logs"):
+            for record in _list(scope_logs, "logRecords", "log_records"):
+                _convert_ids(record)
 
 
 def _hex_ids_to_base64(document: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from tracebridge.config import Settings
+
 logger = logging.getLogger("tracebridge.export.otlp")
 
 _FIXED64 = struct.Struct("<Q").pack
@@ -321,6 +323,22 @@ class WireSpanExporter(SpanExporter):
             self._session.headers["Content-Encoding"] = "gzip"
         self._shutdown = False
         self.last_failure_retryable = True
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, endpoint: str, encoder: Callable[[Sequence[Any]], bytes] = encode_spans
+    ) -> WireSpanExporter:
+        """The exporter the ``OTEL_EXPORTER_OTLP_*`` settings describe, posting to ``endpoint``."""
+        return cls(
+            endpoint,
+            headers=dict(settings.otlp_headers),
+            timeout_s=settings.otlp_timeout_s,
+            compression=settings.otlp_compression,
+            certificate=settings.otlp_certificate,
+            client_certificate=settings.otlp_client_certificate,
+            client_key=settings.otlp_client_key,
+            encoder=encoder,
+        )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.send(self.encode(spans))

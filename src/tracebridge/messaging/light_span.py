@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 from tracebridge.propagation.w3c import new_span_context
 
@@ -126,28 +126,12 @@ class LightTracer:
             trace_id = resolved.trace_id
             random_id = resolved.trace_flags.random_trace_id
             if self._parent_decides and not resolved.trace_flags.sampled:
-                return NonRecordingSpan(
-                    new_span_context(
-                        trace_id,
-                        sdk.id_generator.generate_span_id(),
-                        False,
-                        2 if random_id else 0,
-                        resolved.trace_state,
-                    )
-                )
+                return _unsampled(sdk, trace_id, random_id, resolved.trace_state)
         else:
             trace_id = sdk.id_generator.generate_trace_id()
             random_id = sdk.id_generator.is_trace_id_random()
             if self._roots_dropped:
-                return NonRecordingSpan(
-                    new_span_context(
-                        trace_id,
-                        sdk.id_generator.generate_span_id(),
-                        False,
-                        2 if random_id else 0,
-                        _EMPTY_STATE,
-                    )
-                )
+                return _unsampled(sdk, trace_id, random_id, _EMPTY_STATE)
         extra: Mapping[str, Any] | None = None
         if resolved is not None and self._parent_decides:
             sampled = recording = resolved.trace_flags.sampled
@@ -182,6 +166,12 @@ class LightTracer:
             span.set_attributes(extra)
         sdk.span_processor.on_start(span, parent_context=_with_parent(context, resolved, explicit))  # type: ignore[arg-type]
         return span
+
+
+def _unsampled(sdk: SdkTracer, trace_id: int, random_id: bool, state: TraceState) -> NonRecordingSpan:
+    """A span nobody records: only a new span id in the trace, to propagate."""
+    span_id = sdk.id_generator.generate_span_id()
+    return NonRecordingSpan(new_span_context(trace_id, span_id, False, 2 if random_id else 0, state))
 
 
 def _with_parent(context: Context | None, parent: SpanContext | None, explicit: bool) -> Context | None:
