@@ -211,3 +211,34 @@ def test_log_records_are_encoded_as_the_standard_otlp_schema_decodes_them() -> N
     other = scopes["shop.orders"][0]
     assert (other.trace_id, other.span_id, any_value(other.body)) == (b"", b"", "ünïcode ✓")
     assert [severity_number(level) for level in (10, 20, 30, 40, 50, 25)] == [5, 9, 13, 17, 21, 11]
+
+
+def test_log_records_of_another_languages_sdk_land_beside_its_spans(collector) -> None:
+    """Stock OpenTelemetry JS (pinned in tests/node/package-lock.json) exporting a log record
+    made inside a span: stored with that span's ids, served with the trace's lines."""
+    import shutil
+
+    node = shutil.which("node")
+    assert node, "the mixed-language tests need Node.js (make test checks for it)"
+    env = clean_env(OTEL_SERVICE_NAME="node-stock", OTEL_EXPORTER_OTLP_ENDPOINT=collector.url)
+    result = subprocess.run(
+        [node, str(Path(__file__).parent / "node" / "logger.js")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    ids = json.loads(result.stdout.strip().splitlines()[-1])
+    wait_for_logs(collector, 1)
+    (line,) = collector.store.log_lines([ids["trace_id"]])
+    assert (line.service, line.severity, line.severity_number, line.body) == (
+        "node-stock",
+        "WARN",
+        13,
+        "stock low for sku-1",
+    )
+    assert (line.trace_id, line.span_id) == (ids["trace_id"], ids["span_id"])
+    assert line.attributes == {"sku": "sku-1", "left": 2}
+    served = httpx.get(f"{collector.url}/api/traces/{ids['trace_id']}/logs").json()["logs"]
+    assert [entry["body"] for entry in served] == ["stock low for sku-1"]
