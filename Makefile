@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo test bench bench-diagnosis soak lint screenshots system-packages clean
+.PHONY: demo test bench bench-diagnosis soak lint screenshots system-packages clean ui-vendor
 
 # Tests use real parts from Debian: Chromium for the UI, a PostgreSQL server for the SQL layer.
 # Installed here if missing (no browser or database is downloaded at test time).
@@ -61,6 +61,12 @@ soak: $(STAMP)
 
 screenshots: $(STAMP) system-packages
 	TRACEBRIDGE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_ui.py
+
+# The UI's layout engine is committed as elkjs' built file (no build step in the UI); this
+# copies it again from the version tests/node/package-lock.json pins (a test checks the copy).
+ui-vendor: $(NODE_STAMP)
+	cp tests/node/node_modules/elkjs/lib/elk.bundled.js src/tracebridge/collector/ui/vendor/elk.bundled.js
+	cp tests/node/node_modules/elkjs/LICENSE.md src/tracebridge/collector/ui/vendor/elk.LICENSE.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -665,3 +665,132 @@ def test_a_traces_log_lines_show_under_the_waterfall_and_in_their_spans_details(
         assert details.locator("h3", has_text="Logs (1)").count() == 1
         assert details.locator(".span-logs .log-body").inner_text() == "card declined <b>by bank</b>"
         shot(page, "trace-logs")
+
+
+def test_a_fleet_map_of_50_services_and_30_topics_fits_without_overlaps_and_zooms(tmp_path, page) -> None:  # type: ignore[no-untyped-def]
+    """ELK's layout at fleet size: after fit every node is inside the view, no edge label
+    covers a service or a topic, topics are nodes of their own; wheel zooms, dragging pans."""
+    from tests.conftest import RunningCollector
+
+    services = [f"svc-{n:02d}" for n in range(50)]
+    now = time.time_ns()
+    with RunningCollector(tmp_path / "traces.db") as collector:
+        by_service: dict[str, list[dict]] = {}
+
+        def add(service: str, **span: object) -> None:
+            by_service.setdefault(service, []).append(span)
+
+        for n in range(19):  # a synchronous chain through the first twenty
+            trace_id, caller, callee = hexid(128), hexid(64), hexid(64)
+            add(
+                services[n],
+                trace_id=trace_id,
+                span_id=caller,
+                name="GET",
+                kind=3,
+                start=now,
+                end=now + 4 * MS,
+            )
+            add(
+                services[n + 1],
+                trace_id=trace_id,
+                span_id=callee,
+                parent=caller,
+                name="GET /x",
+                kind=2,
+                start=now + MS,
+                end=now + 3 * MS,
+            )
+        for n in range(30):  # thirty topics, each from one of the first twenty to one or two of the rest
+            topic = f"topic-{n:02d}"
+            for consumer in {services[20 + n % 30], services[20 + (n + 7) % 30]}:
+                trace_id, send = hexid(128), hexid(64)
+                messaging = {"messaging.system": "kafka", "messaging.destination.name": topic}
+                add(
+                    services[n % 20],
+                    trace_id=trace_id,
+                    span_id=send,
+                    name=f"send {topic}",
+                    kind=4,
+                    start=now,
+                    end=now + MS,
+                    attributes={**messaging, "messaging.operation.type": "send"},
+                )
+                add(
+                    consumer,
+                    trace_id=trace_id,
+                    span_id=hexid(64),
+                    parent=send,
+                    name=f"process {topic}",
+                    kind=5,
+                    start=now + 5 * MS,
+                    end=now + 6 * MS,
+                    attributes={**messaging, "messaging.operation.type": "process"},
+                )
+        for service, spans in by_service.items():
+            post(collector.url, otlp(spans, service))
+        page.goto(f"{collector.url}/map?range=all")
+        page.wait_for_selector("svg.map g.node")
+        assert page.locator("g.node").count() == 50 and page.locator("g.topic").count() == 30
+        boxes = page.evaluate(
+            """() => {
+                const box = (el) => {
+                    const r = el.getBoundingClientRect();
+                    return [r.left, r.top, r.right, r.bottom];
+                };
+                return {
+                    view: box(document.querySelector("svg.map")),
+                    nodes: [...document.querySelectorAll("g.node rect, g.topic rect")].map(box),
+                    labels: [...document.querySelectorAll("g.label text")].map(box),
+                };
+            }"""
+        )
+        left, top, right, bottom = boxes["view"]
+        assert all(
+            left - 1 <= a and top - 1 <= b and c <= right + 1 and d <= bottom + 1
+            for a, b, c, d in boxes["nodes"]
+        )
+
+        def overlap(one: list[float], other: list[float]) -> bool:
+            return (
+                one[0] < other[2] - 0.5
+                and other[0] < one[2] - 0.5
+                and one[1] < other[3] - 0.5
+                and other[1] < one[3] - 0.5
+            )
+
+        assert len(boxes["labels"]) == 19 + len(
+            {(n, c) for n in range(30) for c in {20 + n % 30, 20 + (n + 7) % 30}}
+        )
+        covered = [
+            (label, node) for label in boxes["labels"] for node in boxes["nodes"] if overlap(label, node)
+        ]
+        assert covered == []
+        shot(page, "map-fleet")
+        before = page.locator("svg.map").get_attribute("viewBox")
+        page.mouse.move((left + right) / 2, (top + bottom) / 2)
+        page.mouse.wheel(0, -400)
+        zoomed = page.locator("svg.map").get_attribute("viewBox")
+        assert float(zoomed.split()[2]) < float(before.split()[2])  # narrower: zoomed in
+        page.mouse.move(left + 5, top + 5)  # an empty corner
+        page.mouse.down()
+        page.mouse.move(left + 105, top + 5)
+        page.mouse.up()
+        panned = page.locator("svg.map").get_attribute("viewBox")
+        assert float(panned.split()[0]) < float(zoomed.split()[0])  # dragged right: the view moved left
+        page.locator("button.fit").click()
+        assert page.locator("svg.map").get_attribute("viewBox") == before
+
+
+def test_the_vendored_layout_engine_is_the_pinned_package_byte_for_byte() -> None:
+    """elkjs is committed as its built file (the UI has no build step); it must be exactly the
+    file of the version tests/node/package-lock.json pins (`make ui-vendor` copies it)."""
+    root = Path(__file__).parent.parent
+    vendored = root / "src" / "tracebridge" / "collector" / "ui" / "vendor" / "elk.bundled.js"
+    pinned = Path(__file__).parent / "node" / "node_modules" / "elkjs" / "lib" / "elk.bundled.js"
+    lock = json.loads((Path(__file__).parent / "node" / "package-lock.json").read_text())
+    assert (
+        lock["packages"]["node_modules/elkjs"]["version"]
+        == json.loads((pinned.parent.parent / "package.json").read_text())["version"]
+    )
+    assert vendored.read_bytes() == pinned.read_bytes()
