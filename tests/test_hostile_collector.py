@@ -443,7 +443,8 @@ def test_one_poisoned_request_does_not_fail_the_requests_committed_with_it(hosti
     poisoned = PreparedBatch(
         [tuple(rows)], poisoned.attribute_rows, poisoned.link_rows, poisoned.resource_rows, poisoned.result
     )
-    from tracebridge.collector.app import CollectorConfig, _Writer
+    from tracebridge.collector.app import CollectorConfig
+    from tracebridge.collector.intake import Writer as _Writer
 
     writer = _Writer(hostile.store, CollectorConfig(retention_every_s=3600))
     try:
