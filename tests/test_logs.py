@@ -242,3 +242,36 @@ def test_log_records_of_another_languages_sdk_land_beside_its_spans(collector) -
     assert line.attributes == {"sku": "sku-1", "left": 2}
     served = httpx.get(f"{collector.url}/api/traces/{ids['trace_id']}/logs").json()["logs"]
     assert [entry["body"] for entry in served] == ["stock low for sku-1"]
+
+
+def test_log_records_are_held_while_the_collector_is_down_and_delivered_once_it_is_back(tmp_path) -> None:
+    import logging
+
+    from opentelemetry.sdk.resources import Resource
+
+    from tracebridge.broker import free_port
+    from tracebridge.config import Settings
+    from tracebridge.log_export import LogExport
+
+    port = free_port()
+    settings = Settings(
+        otlp_logs_endpoint=f"http://127.0.0.1:{port}/v1/logs", exporter_retry_after_s=0.2, otlp_timeout_s=1.0
+    )
+    export = LogExport(settings, Resource({"service.name": "outage"}))
+    try:
+        for number in range(5):
+            export.emit(
+                logging.LogRecord("shop", logging.WARNING, __file__, 1, "attempt %s", (number,), None)
+            )
+        export.force_flush(2000)  # the collector is down: sent, refused, held
+        assert export.exporter.held_spans == 5
+        with RunningCollector(tmp_path / "traces.db", port=port) as collector:
+            deadline = time.monotonic() + 10
+            while collector.store.log_count() < 5:
+                assert time.monotonic() < deadline, "held log records were not delivered"
+                time.sleep(0.05)
+            assert export.exporter.held_spans == 0
+            bodies = sorted(row[0] for row in collector.store._writer.execute("SELECT body FROM logs"))
+            assert bodies == [f"attempt {n}" for n in range(5)]
+    finally:
+        export.shutdown(1000)

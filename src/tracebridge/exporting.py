@@ -84,8 +84,12 @@ class ResilientExporter(SpanExporter):
         retry_after_s: float = 1.0,
         max_held_spans: int = 65536,
         inner_logger: str | None = None,
+        what: str = "spans",
     ) -> None:
+        """``what`` names the items in the warnings (``log records`` for the logs pipeline,
+        which holds and retries its batches the same way)."""
         self.inner = inner
+        self.what = what
         self.endpoint = endpoint
         self.retry_after_s = retry_after_s
         self.max_held_spans = max_held_spans
@@ -192,10 +196,11 @@ class ResilientExporter(SpanExporter):
             self._warned = False
             self._reason.first_message = ""
         logger.warning(
-            "tracebridge: exporting to %s works again (%d spans held during the outage were "
+            "tracebridge: exporting to %s works again (%d %s held during the outage were "
             "delivered late; %d dropped in all)",
             self.endpoint,
             self.delivered_late,
+            self.what,
             self.dropped_spans,
         )
 
@@ -223,11 +228,13 @@ class ResilientExporter(SpanExporter):
                 return
             self._warned = True
         logger.warning(
-            "tracebridge: cannot export spans to %s (%s); the application is unaffected: up to %d "
-            "spans are held and retried every %.0f s, more are dropped and counted",
+            "tracebridge: cannot export %s to %s (%s); the application is unaffected: up to %d "
+            "%s are held and retried every %.0f s, more are dropped and counted",
+            self.what,
             self.endpoint,
             self._reason.first_message or "export failed",
             self.max_held_spans,
+            self.what,
             self.retry_after_s,
         )
 

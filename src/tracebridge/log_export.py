@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from wrapt import wrap_function_wrapper
 
 from tracebridge.config import Settings
-from tracebridge.exporting import BatchExportProcessor
+from tracebridge.exporting import BatchExportProcessor, ResilientExporter
 from tracebridge.otlp_wire import LogItem, WireSpanExporter, encode_logs
 from tracebridge.redaction import RedactionError, RedactionPolicy, Redactor
 
@@ -88,7 +88,10 @@ def _item(record: logging.LogRecord) -> LogItem:
 class LogExporter(SpanExporter):
     """Encodes and posts batches of :class:`LogItem` to ``/v1/logs``, redacting first (the same
     policy as spans: a card number or an address logged by business code leaves no more than
-    in a span).  A :class:`SpanExporter` by interface, so the batch processor drives it."""
+    in a span), and — like spans — holds them while the collector is down and delivers them
+    once it answers again (:class:`~tracebridge.exporting.ResilientExporter`, bounded by
+    ``TRACEBRIDGE_EXPORT_BUFFER``).  A :class:`SpanExporter` by interface, so the batch
+    processor drives it."""
 
     def __init__(self, settings: Settings, resource: Resource) -> None:
         try:
@@ -98,7 +101,26 @@ class LogExporter(SpanExporter):
         self.redactor = None if policy.empty else Redactor(policy)
         self.console = settings.logs_exporter == "console"
         self.resource = resource
-        self.wire = WireSpanExporter.from_settings(settings, settings.otlp_logs_endpoint, self._encode)
+        self.wire = ResilientExporter(
+            WireSpanExporter.from_settings(settings, settings.otlp_logs_endpoint, self._encode),
+            endpoint=settings.otlp_logs_endpoint,
+            retry_after_s=settings.exporter_retry_after_s,
+            max_held_spans=settings.export_buffer_spans,
+            inner_logger="tracebridge.export.otlp",
+            what="log records",
+        )
+
+    @property
+    def held_spans(self) -> int:
+        """Records held for a retry (the batch processor retries when idle while any are)."""
+        return self.wire.held_spans
+
+    @property
+    def retry_after_s(self) -> float:
+        return self.wire.retry_after_s
+
+    def retry_held(self) -> bool:
+        return self.wire.retry_held()
 
     def _redacted(self, item: LogItem) -> LogItem:
         if self.redactor is None:
