@@ -143,6 +143,9 @@ class Settings:
     bsp_schedule_delay_ms: int = 5000
     bsp_max_queue_size: int = 2048
     bsp_max_export_batch_size: int = 512
+    blrp_schedule_delay_ms: int = 1000  # the logs pipeline's batch processor (OTEL_BLRP_*)
+    blrp_max_queue_size: int = 2048
+    blrp_max_export_batch_size: int = 512
     kafka_carrier: KafkaCarrier = KafkaCarrier.HEADERS
     consumer_parent: ConsumerParent = ConsumerParent.PARENT
     baggage_attributes: tuple[str, ...] = ()
@@ -228,6 +231,9 @@ class Settings:
             bsp_schedule_delay_ms=int(reader.number("OTEL_BSP_SCHEDULE_DELAY", 5000, minimum=1)),
             bsp_max_queue_size=int(reader.number("OTEL_BSP_MAX_QUEUE_SIZE", 2048, minimum=1)),
             bsp_max_export_batch_size=int(reader.number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, minimum=1)),
+            blrp_schedule_delay_ms=int(reader.number("OTEL_BLRP_SCHEDULE_DELAY", 1000, minimum=1)),
+            blrp_max_queue_size=int(reader.number("OTEL_BLRP_MAX_QUEUE_SIZE", 2048, minimum=1)),
+            blrp_max_export_batch_size=int(reader.number("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512, minimum=1)),
             kafka_carrier=KafkaCarrier(
                 reader.choice("TRACEBRIDGE_KAFKA_CARRIER", tuple(c.value for c in KafkaCarrier), "headers")
             ),

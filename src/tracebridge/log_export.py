@@ -22,7 +22,6 @@ while instrumentation is suppressed (the export threads) are never exported: no 
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -148,11 +147,6 @@ class LogExporter(SpanExporter):
         return True
 
 
-def _setting(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else default
-
-
 class LogExport:
     """The logs pipeline ``configure()`` starts when ``OTEL_LOGS_EXPORTER`` is not ``none``."""
 
@@ -160,9 +154,9 @@ class LogExport:
         self.exporter = exporter or LogExporter(settings, resource)
         self.processor = BatchExportProcessor(
             self.exporter,
-            max_queue_size=_setting("OTEL_BLRP_MAX_QUEUE_SIZE", 2048),
-            schedule_delay_millis=_setting("OTEL_BLRP_SCHEDULE_DELAY", 1000),
-            max_export_batch_size=_setting("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512),
+            max_queue_size=settings.blrp_max_queue_size,
+            schedule_delay_millis=settings.blrp_schedule_delay_ms,
+            max_export_batch_size=settings.blrp_max_export_batch_size,
         )
 
     def emit(self, record: logging.LogRecord) -> None:
