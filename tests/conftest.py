@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+from tests.otlp_receiver import receiver  # noqa: F401 (a fixture, shared)
 from tracebridge.broker import EmbeddedBroker
 from tracebridge.business_keys import BusinessKeysProcessor
 from tracebridge.sdk import build_propagator

@@ -298,7 +298,7 @@ class BatchExportProcessor(SpanProcessor):
         self.queue_dropped = 0
         self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._wake = threading.Event()
-        self._flushes: list[threading.Event] = []
+        self._flushes: list[tuple[threading.Event, float]] = []  # (set when done, deadline)
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._shutdown = False
@@ -358,6 +358,12 @@ class BatchExportProcessor(SpanProcessor):
             self._wake.set()
 
     def _run(self) -> None:
+        prepare = getattr(self.exporter, "prepare", None)
+        if prepare is not None:
+            try:
+                prepare()
+            except Exception:  # an exporter bug must not kill the export thread
+                logger.exception("tracebridge: span exporter raised while starting")
         retry_held = getattr(self.exporter, "retry_held", None)
         retry_after_s = float(getattr(self.exporter, "retry_after_s", self.schedule_delay_s))
         due_at = time.monotonic() + self.schedule_delay_s
@@ -379,7 +385,8 @@ class BatchExportProcessor(SpanProcessor):
             if flushing:
                 with self._flush_lock:
                     waiting, self._flushes = self._flushes, []
-                for flushed in waiting:
+                self._flush_exporter(max(deadline for _, deadline in waiting))
+                for flushed, _ in waiting:
                     flushed.set()
             if self._shutdown:
                 return
@@ -407,6 +414,18 @@ class BatchExportProcessor(SpanProcessor):
         finally:
             detach(token)
 
+    def _flush_exporter(self, deadline: float) -> None:
+        """A flush is done when the exporter has delivered what it was handed, too — which
+        for an exporter that hands batches on (the helper process of
+        :mod:`tracebridge.export_process`) is later than ``export`` returning."""
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            self.exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
+        except Exception:  # an exporter bug must not kill the export thread
+            logger.exception("tracebridge: span exporter raised while flushing")
+        finally:
+            detach(token)
+
     def _retry(self, retry_held: Callable[[], bool]) -> None:
         """Spans held through an outage go out even when the application is idle."""
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -423,7 +442,7 @@ class BatchExportProcessor(SpanProcessor):
             return False
         flushed = threading.Event()
         with self._flush_lock:
-            self._flushes.append(flushed)
+            self._flushes.append((flushed, time.monotonic() + timeout_millis / 1000.0))
         self._wake.set()
         return flushed.wait(timeout_millis / 1000.0)
 

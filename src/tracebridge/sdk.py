@@ -93,9 +93,16 @@ def configure(
             resource=build_resource(settings),
             shutdown_on_exit=False,
         )
-        exporter = exporter or build_exporter(settings)
         if exporter is not None:
             exporter = redacting(exporter, settings)
+        elif settings.traces_exporter == "otlp" and settings.export_process == "helper":
+            # Redaction, encoding and sending run in a helper process, off our GIL; the same
+            # pipeline runs here if the helper cannot (tracebridge.export_process).
+            from tracebridge.export_process import ProcessExporter
+
+            exporter = ProcessExporter(settings, inline=lambda: export_pipeline(settings))
+        else:
+            exporter = export_pipeline(settings)
         processor: SpanProcessor | None = None
         if exporter is not None:
             processor = BatchExportProcessor(
@@ -251,6 +258,14 @@ def redacting(exporter: SpanExporter, settings: Settings) -> SpanExporter:
     return exporter if policy.empty else RedactingExporter(exporter, policy)
 
 
+def export_pipeline(settings: Settings) -> SpanExporter | None:
+    """What exports a finished span, wherever it runs (the export thread, or the helper
+    process of :mod:`tracebridge.export_process`): the redaction policy in front of the exporter
+    ``OTEL_TRACES_EXPORTER`` names."""
+    exporter = build_exporter(settings)
+    return redacting(exporter, settings) if exporter is not None else None
+
+
 def build_exporter(settings: Settings) -> SpanExporter | None:
     """The exporter ``OTEL_TRACES_EXPORTER`` names; ``none`` exports nothing."""
     if settings.traces_exporter == "none":
@@ -280,6 +295,7 @@ __all__ = [
     "configure",
     "configured",
     "dropped_spans",
+    "export_pipeline",
     "flush_on_sigterm",
     "shutdown",
 ]

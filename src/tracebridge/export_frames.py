@@ -1,0 +1,318 @@
+"""Finished spans as compact frames, for the export helper process (``tracebridge.export_process``).
+
+Encoding a span to OTLP, redacting it and posting it cost more of the application's GIL than
+making the span (measured: half the process's samples were the export thread).  The helper
+process does that work; what is left in the application is this: each span read once into a
+tuple of plain values and a batch serialized with :mod:`marshal` — C speed, ~1 µs a span.
+Resources and instrumentation scopes, the same for almost every span, travel once per helper
+and are referred to by number after that.
+
+A frame is a kind byte, a 4-byte length and a marshalled body.  Only our own process writes
+frames to its own child, so :mod:`marshal` (which trusts its input) is safe here.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+HEADER = struct.Struct("!cI")
+SPANS = b"S"  # app → helper: a batch; the helper answers with a REPLY
+FLUSH = b"F"  # app → helper: deliver what is held; answered with a REPLY once done
+HELLO = b"H"  # app → helper, first frame: the pickled Settings to build the pipeline from
+REPLY = b"R"  # helper → app: (sequence number, delivered?, counters …)
+# The counters a REPLY carries, in order: what ResilientExporter counts, for dropped_spans()
+# and the outage warnings' figures in the application.
+COUNTERS = ("exported_spans", "dropped_spans", "delivered_late", "held_spans", "peak_held_spans")
+MARSHAL_VERSION = 4
+_KINDS = tuple(SpanKind)
+_STATUS = {code.value: code for code in StatusCode}
+_MARSHALLABLE = (str, int, float, bool, bytes)
+
+
+class FrameError(Exception):
+    """The other end sent something that is not a frame (or closed the pipe mid-frame)."""
+
+
+def write_frame(stream: BinaryIO, kind: bytes, body: bytes) -> None:
+    stream.write(HEADER.pack(kind, len(body)) + body)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    """The next frame, or ``None`` at a clean end of stream."""
+    header = stream.read(HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise FrameError("the stream ended inside a frame header")
+    kind, length = HEADER.unpack(header)
+    body = stream.read(length)
+    if len(body) < length:
+        raise FrameError(f"the stream ended inside a frame ({len(body)} of {length} bytes)")
+    return kind, body
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of the attribute types (str enums, int enums) made their base
+    type, which is what the OTLP encoder would write anyway."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the characters, as the encoder writes them: not str(enum)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, list | tuple):
+        return tuple(_plain(item) for item in value)
+    return str(value)
+
+
+def _plain_dict(attributes: Any) -> dict[str, Any]:
+    return {str(key): _plain(value) for key, value in (attributes or {}).items()}
+
+
+def _dropped(attributes: Any) -> int:
+    return attributes.dropped if isinstance(attributes, BoundedAttributes) else 0
+
+
+class SpanPacker:
+    """The application's side: batches of ended spans → frame bodies.  One per helper process
+    (its resource and scope numbering is what that helper knows)."""
+
+    def __init__(self) -> None:
+        self._resources: dict[int, int] = {}
+        self._scopes: dict[int, int] = {}
+        self._keep: list[Any] = []  # the interned objects, so their ids stay theirs
+
+    def pack(self, spans: Sequence[ReadableSpan]) -> bytes:
+        new_resources: list[tuple[Any, ...]] = []
+        new_scopes: list[tuple[Any, ...]] = []
+        rows = [self._row(span, new_resources, new_scopes) for span in spans]
+        batch = (new_resources, new_scopes, rows)
+        try:
+            return marshal.dumps(batch, MARSHAL_VERSION)
+        except ValueError:  # an attribute of a type marshal refuses (a str enum …): made plain
+            return marshal.dumps(_plain_batch(batch), MARSHAL_VERSION)
+
+    def _row(
+        self, span: Any, new_resources: list[tuple[Any, ...]], new_scopes: list[tuple[Any, ...]]
+    ) -> tuple[Any, ...]:
+        resource = span._resource
+        resource_number = self._resources.get(id(resource))
+        if resource_number is None:
+            resource_number = self._resources[id(resource)] = len(self._resources)
+            self._keep.append(resource)
+            new_resources.append(
+                (dict(resource.attributes) if resource else {}, resource.schema_url if resource else "")
+            )
+        scope = span._instrumentation_scope
+        scope_number = self._scopes.get(id(scope))
+        if scope_number is None:
+            scope_number = self._scopes[id(scope)] = len(self._scopes)
+            self._keep.append(scope)
+            new_scopes.append(
+                ("", "", "", {}, False)
+                if scope is None
+                else (
+                    scope.name or "",
+                    scope.version or "",
+                    scope.schema_url or "",
+                    dict(scope.attributes or {}),
+                    True,
+                )
+            )
+        context = span._context
+        state = context.trace_state
+        parent = span._parent
+        attributes = span._attributes
+        dropped = 0
+        if type(attributes) is not dict:
+            dropped = _dropped(attributes)
+            attributes = dict(attributes) if attributes else {}
+        events = span._events
+        links = span._links
+        status = span._status
+        dropped_events = getattr(events, "dropped", 0)
+        dropped_links = getattr(links, "dropped", 0)
+        return (
+            span._name,
+            context.trace_id,
+            context.span_id,
+            int(context.trace_flags),
+            state.to_header() if state else "",
+            parent.span_id if parent is not None else -1,
+            bool(parent is not None and parent.is_remote),
+            span._kind.value,
+            span._start_time or 0,
+            span._end_time or 0,
+            attributes,
+            tuple(
+                (event.name, event.timestamp, dict(event.attributes or {}), _dropped(event.attributes))
+                for event in events
+            )
+            if events
+            else (),
+            tuple(
+                (
+                    link.context.trace_id,
+                    link.context.span_id,
+                    int(link.context.trace_flags),
+                    link.context.trace_state.to_header() if link.context.trace_state else "",
+                    link.context.is_remote,
+                    dict(link.attributes or {}),
+                    _dropped(link.attributes),
+                )
+                for link in links
+            )
+            if links
+            else (),
+            status.status_code.value,
+            status.description or "",
+            resource_number,
+            scope_number,
+            (dropped, dropped_events, dropped_links) if dropped or dropped_events or dropped_links else 0,
+        )
+
+
+def _plain_batch(batch: tuple[Any, ...]) -> tuple[Any, ...]:
+    resources, scopes, rows = batch
+    plain_rows = []
+    for row in rows:
+        row = list(row)
+        row[0] = str(row[0])
+        row[10] = _plain_dict(row[10])
+        row[11] = tuple((str(n), t, _plain_dict(a), d) for n, t, a, d in row[11])
+        row[12] = tuple((*link[:5], _plain_dict(link[5]), link[6]) for link in row[12])
+        row[14] = str(row[14])
+        plain_rows.append(tuple(row))
+    resources = [(_plain_dict(attributes), str(schema)) for attributes, schema in resources]
+    scopes = [(str(n), str(v), str(s), _plain_dict(a), known) for n, v, s, a, known in scopes]
+    return resources, scopes, plain_rows
+
+
+class ReceivedSpan(ReadableSpan):
+    """A span rebuilt in the helper; it carries the counts of what its SDK span dropped."""
+
+    def __init__(self, dropped: tuple[int, int, int], **fields: Any) -> None:
+        super().__init__(**fields)
+        self._dropped_counts = dropped
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_counts[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_counts[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_counts[2]
+
+
+def _attributes(values: dict[str, Any], dropped: int) -> Any:
+    if not dropped:
+        return values
+    bounded = BoundedAttributes(attributes=values, immutable=False)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _state(header: str) -> TraceState | None:
+    return TraceState.from_header([header]) if header else None
+
+
+class SpanUnpacker:
+    """The helper's side: frame bodies → spans the ordinary exporters take."""
+
+    def __init__(self) -> None:
+        self._resources: list[Resource] = []
+        self._scopes: list[InstrumentationScope | None] = []
+
+    def unpack(self, body: bytes) -> list[ReadableSpan]:
+        new_resources, new_scopes, rows = marshal.loads(body)
+        for attributes, schema_url in new_resources:
+            self._resources.append(Resource(attributes, schema_url or None))
+        for name, version, schema_url, attributes, known in new_scopes:
+            self._scopes.append(
+                InstrumentationScope(name, version or None, schema_url or None, attributes or None)
+                if known
+                else None
+            )
+        return [self._span(row) for row in rows]
+
+    def _span(self, row: tuple[Any, ...]) -> ReadableSpan:
+        (
+            name,
+            trace_id,
+            span_id,
+            flags,
+            state,
+            parent_span_id,
+            parent_remote,
+            kind,
+            start,
+            end,
+            attributes,
+            events,
+            links,
+            status_code,
+            status_description,
+            resource_number,
+            scope_number,
+            dropped,
+        ) = row
+        context = SpanContext(trace_id, span_id, False, TraceFlags(flags), _state(state))
+        parent = (
+            SpanContext(trace_id, parent_span_id, parent_remote, TraceFlags(flags))
+            if parent_span_id >= 0
+            else None
+        )
+        code = _STATUS.get(status_code, StatusCode.UNSET)
+        fields: dict[str, Any] = {
+            "name": name,
+            "context": context,
+            "parent": parent,
+            "resource": self._resources[resource_number],
+            "attributes": attributes,
+            "events": [Event(n, _attributes(a, d), t) for n, t, a, d in events],
+            "links": [
+                Link(SpanContext(t, s, remote, TraceFlags(f), _state(ts)), _attributes(a, d))
+                for t, s, f, ts, remote, a, d in links
+            ],
+            "kind": _KINDS[kind] if 0 <= kind < len(_KINDS) else SpanKind.INTERNAL,
+            "status": Status(code, status_description or None) if code is StatusCode.ERROR else Status(code),
+            "start_time": start or None,
+            "end_time": end or None,
+            "instrumentation_scope": self._scopes[scope_number],
+        }
+        if dropped:
+            return ReceivedSpan(tuple(dropped), **fields)
+        return ReadableSpan(**fields)
+
+
+__all__ = [
+    "COUNTERS",
+    "FLUSH",
+    "HELLO",
+    "REPLY",
+    "SPANS",
+    "FrameError",
+    "ReceivedSpan",
+    "SpanPacker",
+    "SpanUnpacker",
+    "read_frame",
+    "write_frame",
+]
