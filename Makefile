@@ -46,9 +46,11 @@ test: $(STAMP) system-packages $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) bench/kafka_overhead.py
 	$(PY) bench/http_overhead.py
+	$(PY) bench/http_overhead.py --export-process helper
 	$(PY) bench/log_overhead.py
 	$(PY) bench/collector.py
 	$(PY) bench/eshop.py
+	$(PY) bench/eshop.py --export-process helper
 	$(PY) bench/diagnose_accuracy.py
 
 # How often the verdict names an injected fault's cause (12 runs of the whole stack, ~5 min).

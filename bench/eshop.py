@@ -1,6 +1,6 @@
 """Orders per second through the whole eshop stack, traced vs untraced, in one run.
 
-    python bench/eshop.py [--orders 150] [--rounds 2] [--concurrency 8]
+    python bench/eshop.py [--orders 150] [--rounds 2] [--concurrency 8] [--export-process inline|helper]
 
 Each round starts the stack twice — services under ``tracebridge run`` exporting to a real
 collector, and the same services started plainly with no collector — places the same
@@ -51,23 +51,33 @@ def run_batch(stack: Stack, orders: int, concurrency: int, seed: int, timeout: f
 
 
 def memory_kib(stack: Stack) -> dict[str, int]:
-    """Summed ``VmRSS`` and ``VmHWM`` (peak) of the services, in KiB."""
+    """Summed ``VmRSS`` and ``VmHWM`` (peak) of the services and their children — a traced
+    service's export helper process (``TRACEBRIDGE_EXPORT_PROCESS``) is its memory too — in KiB."""
     totals = {"VmRSS": 0, "VmHWM": 0}
     for process in stack.children.values():
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in totals:
-                totals[key] += int(value.split()[0])
+        # A child belongs to the thread that started it: the helper, to the export thread.
+        tasks = Path(f"/proc/{process.pid}/task").glob("*/children")
+        children = [child for task in tasks for child in task.read_text().split()]
+        for pid in (process.pid, *map(int, children)):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in totals:
+                    totals[key] += int(value.split()[0])
     return totals
 
 
 def measure(
-    traced: bool, orders: int, concurrency: int, root: Path, sample: float = 1.0
+    traced: bool,
+    orders: int,
+    concurrency: int,
+    root: Path,
+    sample: float = 1.0,
+    export_process: str = "inline",
 ) -> tuple[float, dict[str, int]]:
     directory = Path(tempfile.mkdtemp(prefix="traced-" if traced else "plain-", dir=root))
     # Traced services export on OpenTelemetry's default schedule (5 s), as in production; the
     # demo and the tests use 200 ms so traces show up at once.
-    env = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "5000", "TRACEBRIDGE_EXPORT_PROCESS": export_process}
     if sample < 1.0:
         env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(sample)}
     with Stack(directory, traced=traced, extra_env=env) as stack:
@@ -90,6 +100,12 @@ def main() -> None:
         default=1.0,
         help="head-sampling ratio of the traced stack (default: every trace)",
     )
+    parser.add_argument(
+        "--export-process",
+        choices=("helper", "inline"),
+        default="inline",
+        help="where the traced services export (TRACEBRIDGE_EXPORT_PROCESS; default: inline)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tracebridge-bench-eshop-"))
     ratios, traced_rates, plain_rates = [], [], []
@@ -99,7 +115,9 @@ def main() -> None:
         order = (False, True) if number % 2 else (True, False)
         rates = {}
         for traced in order:
-            rates[traced], used = measure(traced, args.orders, args.concurrency, root, args.sample)
+            rates[traced], used = measure(
+                traced, args.orders, args.concurrency, root, args.sample, args.export_process
+            )
             memory[traced].append(used)
         traced_rates.append(rates[True])
         plain_rates.append(rates[False])
@@ -111,7 +129,7 @@ def main() -> None:
         )
     print(
         f"eshop, {args.orders} orders x {args.rounds} rounds, {args.concurrency} clients, "
-        f"sampling {args.sample:g}: "
+        f"sampling {args.sample:g}, export {args.export_process}: "
         f"untraced {statistics.median(plain_rates):.1f} orders/s, "
         f"traced {statistics.median(traced_rates):.1f} orders/s; "
         f"traced/untraced = {statistics.median(ratios):.2f} (target >= 0.95: "

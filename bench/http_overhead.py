@@ -47,7 +47,10 @@ def _own_cpu_seconds(pid: int) -> float:
 def _cpu_seconds(pid: int) -> float:
     """The process's CPU and its running children's: tracebridge exports from a helper process
     (``TRACEBRIDGE_EXPORT_PROCESS``), and that CPU is the service's cost too."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    # A child belongs to the thread that started it: the helper, to the export thread.
+    children = [
+        child for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()
+    ]
     return _own_cpu_seconds(pid) + sum(_own_cpu_seconds(int(child)) for child in children)
 
 
@@ -169,6 +172,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--export-process",
+        choices=("inline", "helper"),
+        default="inline",
+        help="where tracebridge exports (TRACEBRIDGE_EXPORT_PROCESS; default: inline)",
+    )
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--call", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -185,6 +194,7 @@ def main() -> None:
     from tracebridge.broker import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    env["TRACEBRIDGE_EXPORT_PROCESS"] = args.export_process
     server: dict[str, list[float]] = {v: [] for v in VARIANTS}
     client: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with Sink() as sink:
@@ -227,7 +237,8 @@ def main() -> None:
             target.wait(10)
         spans = sink.received()
     print(
-        f"\nHTTP: {args.requests} requests x {args.rounds} rounds; CPU µs per request, median; "
+        f"\nHTTP: {args.requests} requests x {args.rounds} rounds, export {args.export_process}; "
+        "CPU µs per request, median; "
         f"{spans} spans exported"
     )
     print(f"{'variant':<14}{'server':>10}{'added':>10}{'client':>10}{'added':>10}")

@@ -80,7 +80,7 @@ def test_real_light_spans_survive_the_frames(spans) -> None:
 
 def run(program: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
-    environment |= {"OTEL_SERVICE_NAME": "helper-test", **env}
+    environment |= {"OTEL_SERVICE_NAME": "helper-test", "TRACEBRIDGE_EXPORT_PROCESS": "helper", **env}
     return subprocess.run(
         [sys.executable, "-c", program],
         env=environment,
@@ -194,11 +194,11 @@ print("parent helper", configured().exporter.helper_pid == parent_helper, flush=
     )
 
 
-def test_inline_export_is_one_setting_away(receiver) -> None:
+def test_inline_export_is_the_default(receiver) -> None:
     result = run(
         PREAMBLE + "spans('inline')\nprint(type(configured().exporter).__name__)\n",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver,
-        TRACEBRIDGE_EXPORT_PROCESS="inline",
+        TRACEBRIDGE_EXPORT_PROCESS="",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "RedactingExporter"

@@ -155,7 +155,7 @@ class Settings:
     collector_token: str | None = None
     inbound_context: InboundContext = InboundContext.TRUST
     http_spans: str = "light"  # TRACEBRIDGE_HTTP_SPANS: ours, or "upstream" instrumentations
-    export_process: str = "helper"  # TRACEBRIDGE_EXPORT_PROCESS: a helper process, or "inline"
+    export_process: str = "inline"  # TRACEBRIDGE_EXPORT_PROCESS: the export thread, or "helper"
     disabled_instrumentations: tuple[str, ...] = ()
     log_events: str = "error"
     redact: str = ""  # TRACEBRIDGE_REDACT, validated (tracebridge.redaction)
@@ -260,7 +260,7 @@ class Settings:
                 reader.choice("TRACEBRIDGE_INBOUND_CONTEXT", tuple(c.value for c in InboundContext), "trust")
             ),
             http_spans=reader.choice("TRACEBRIDGE_HTTP_SPANS", ("light", "upstream"), "light"),
-            export_process=reader.choice("TRACEBRIDGE_EXPORT_PROCESS", ("helper", "inline"), "helper"),
+            export_process=reader.choice("TRACEBRIDGE_EXPORT_PROCESS", ("inline", "helper"), "inline"),
             redact=reader.redaction("TRACEBRIDGE_REDACT"),
             problems=(tuple(_repaired) if environ is None else ()) + tuple(reader.problems),
         )
