@@ -4,6 +4,9 @@ the standard schema: what the export tests read back."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,3 +52,16 @@ def spans_received() -> list[str]:
         for scope in resource.scope_spans
         for span in scope.spans
     ]
+
+
+def run_python(program: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``program`` in a fresh interpreter with none of our environment but ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env=environment | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

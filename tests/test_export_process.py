@@ -5,9 +5,7 @@ start, dies, or the application forks, no span made afterwards is lost."""
 from __future__ import annotations
 
 import enum
-import os
 import subprocess
-import sys
 
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.otlp_receiver import spans_received
+from tests.otlp_receiver import run_python, spans_received
 from tests.test_otlp_wire import decoded, handmade
 from tracebridge.export_frames import SpanPacker, SpanUnpacker
 from tracebridge.otlp_wire import encode_spans
@@ -79,15 +77,8 @@ def test_real_light_spans_survive_the_frames(spans) -> None:
 
 
 def run(program: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
-    environment |= {"OTEL_SERVICE_NAME": "helper-test", "TRACEBRIDGE_EXPORT_PROCESS": "helper", **env}
-    return subprocess.run(
-        [sys.executable, "-c", program],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_python(
+        program, OTEL_SERVICE_NAME="helper-test", **{"TRACEBRIDGE_EXPORT_PROCESS": "helper", **env}
     )
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.otlp_receiver import Receiver, spans_received
+from tests.otlp_receiver import Receiver, run_python, spans_received
 from tracebridge.broker import free_port
 
 PROGRAM = """
@@ -31,16 +31,7 @@ print("done")
 
 
 def run_program(**env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}
-    environment |= {"OTEL_SERVICE_NAME": "settings", **env}
-    return subprocess.run(
-        [sys.executable, "-c", PROGRAM],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(PROGRAM, OTEL_SERVICE_NAME="settings", **env)
 
 
 def test_otlp_headers_and_gzip_reach_the_receiver(receiver) -> None:

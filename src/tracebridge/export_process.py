@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from tracebridge.config import Settings
 from tracebridge.export_frames import COUNTERS, FLUSH, HEADER, HELLO, REPLY, SPANS, SpanPacker
 from tracebridge.export_helper import LOST, REPLY_BODY
+from tracebridge.exporting import call_in_forked_child
 
 logger = logging.getLogger("tracebridge.export")
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -209,15 +209,7 @@ class ProcessExporter(SpanExporter):
         self._lock = threading.Lock()
         self._lost = 0  # spans handed to a helper that died before answering
         self._final: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # of helpers that are gone
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-
-            def in_child() -> None:
-                exporter = ref()
-                if exporter is not None:
-                    exporter._after_fork()
-
-            os.register_at_fork(after_in_child=in_child)
+        call_in_forked_child(self, "_after_fork")
 
     def _after_fork(self) -> None:
         if self._helper is not None:

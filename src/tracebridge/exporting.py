@@ -34,6 +34,21 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 logger = logging.getLogger("tracebridge.export")
 
 
+def call_in_forked_child(owner: object, method: str) -> None:
+    """Have every forked child call ``owner.method()`` (while ``owner`` lives): threads and
+    pipes are the parent's after a fork, and each of our exporters must let go of them."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(owner)
+
+    def in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            getattr(alive, method)()
+
+    os.register_at_fork(after_in_child=in_child)
+
+
 class _CaptureReason(logging.Filter):
     """Keeps the inner exporter's first complaint as our reason, and keeps its per-attempt
     complaints out of the logs (our one warning replaces them)."""
@@ -304,15 +319,7 @@ class BatchExportProcessor(SpanProcessor):
         self._shutdown = False
         self._worker: threading.Thread | None = None
         self._ensure_worker()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-
-            def reset_in_child() -> None:
-                processor = ref()
-                if processor is not None:
-                    processor._after_fork()
-
-            os.register_at_fork(after_in_child=reset_in_child)
+        call_in_forked_child(self, "_after_fork")
 
     def _ensure_worker(self) -> threading.Thread:
         worker = self._worker
