@@ -115,10 +115,9 @@ class _Helper:
                 data = data[written:]
         except OSError as error:  # BrokenPipeError: the helper has gone
             raise HelperGone(f"the export helper stopped reading ({error})") from error
-        number = self.sent if kind != HELLO else 0
-        if kind != HELLO:
+        if kind != HELLO:  # the settings are frame 0; the helper numbers the rest from 1
             self.sent += 1
-            number = self.sent
+        number = self.sent
         self.in_flight.append((number, spans))
         self._read(wait_s=0.0)
         return number
