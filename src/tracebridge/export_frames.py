@@ -35,7 +35,6 @@ COUNTERS = ("exported_spans", "dropped_spans", "delivered_late", "held_spans", "
 MARSHAL_VERSION = 4
 _KINDS = tuple(SpanKind)
 _STATUS = {code.value: code for code in StatusCode}
-_MARSHALLABLE = (str, int, float, bool, bytes)
 
 
 class FrameError(Exception):

@@ -37,10 +37,10 @@ from tracebridge.config import Settings
 from tracebridge.export_frames import COUNTERS, FLUSH, HEADER, HELLO, REPLY, SPANS, SpanPacker
 from tracebridge.export_helper import LOST, REPLY_BODY
 from tracebridge.exporting import call_in_forked_child
+from tracebridge.instrument.launcher import BOOTSTRAP_DIR
 
 logger = logging.getLogger("tracebridge.export")
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-BOOTSTRAP_DIR = str(Path(__file__).resolve().parent / "instrument" / "bootstrap")
 MAX_IN_FLIGHT = 64  # batches handed over but not yet answered; past it, wait for answers
 PIPE_SIZE = 1 << 20  # Linux lets a pipe hold up to /proc/sys/fs/pipe-max-size (1 MiB)
 _orphans: list[object] = []  # a forked child's copy of its parent's helper, never waited on
@@ -54,7 +54,7 @@ def helper_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The helper's environment: the application's, minus our bootstrap (the helper must not be
     instrumented itself), with this copy of tracebridge first on the path."""
     env = dict(environ)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
     env["PYTHONPATH"] = os.pathsep.join([PACKAGE_ROOT, *parts])
     return env
 
@@ -95,7 +95,6 @@ class _Helper:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.lost = 0
         self._pending = b""
-        self._answers: dict[int, int] = {}
         # Not waited for: batches queue in the pipe while the helper starts (~0.3 s), and one
         # that cannot start shows as its pipe closing, handled as a helper that died.
         try:
@@ -199,7 +198,6 @@ class ProcessExporter(SpanExporter):
 
     def __init__(self, settings: Settings, inline: Callable[[], SpanExporter | None]) -> None:
         self.settings = settings
-        self.retry_after_s = settings.exporter_retry_after_s
         self._make_inline = inline
         self._inline: SpanExporter | None = None
         self._helper: _Helper | None = None
@@ -333,9 +331,9 @@ class ProcessExporter(SpanExporter):
 
     @property
     def dropped_spans(self) -> int:
-        self._refresh()
+        total = self._count("dropped_spans")  # refreshes: read the helper after it
         helper = self._helper
-        return self._count("dropped_spans") + self._lost + (helper.lost if helper is not None else 0)
+        return total + self._lost + (helper.lost if helper is not None else 0)
 
     @property
     def delivered_late(self) -> int:
@@ -343,10 +341,7 @@ class ProcessExporter(SpanExporter):
 
     @property
     def held_spans(self) -> int:
-        self._refresh()
-        helper = self._helper
-        held = helper.counters["held_spans"] if helper is not None else 0
-        return held + int(getattr(self._inline, "held_spans", 0) or 0)
+        return self._count("held_spans")  # what a gone helper held is not retired (_retire)
 
     @property
     def peak_held_spans(self) -> int:
