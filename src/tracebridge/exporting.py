@@ -13,6 +13,7 @@ shutdown is bounded.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import threading
@@ -367,10 +368,7 @@ class BatchExportProcessor(SpanProcessor):
     def _run(self) -> None:
         prepare = getattr(self.exporter, "prepare", None)
         if prepare is not None:
-            try:
-                prepare()
-            except Exception:  # an exporter bug must not kill the export thread
-                logger.exception("tracebridge: span exporter raised while starting")
+            self._call_exporter(prepare, "starting")
         retry_held = getattr(self.exporter, "retry_held", None)
         retry_after_s = float(getattr(self.exporter, "retry_after_s", self.schedule_delay_s))
         due_at = time.monotonic() + self.schedule_delay_s
@@ -388,11 +386,15 @@ class BatchExportProcessor(SpanProcessor):
             if due:
                 due_at = now + self.schedule_delay_s
             if retry_held is not None and not self._queue:
-                self._retry(retry_held)
+                self._call_exporter(retry_held, "retrying held spans")  # also when idle
             if flushing:
                 with self._flush_lock:
                     waiting, self._flushes = self._flushes, []
-                self._flush_exporter(max(deadline for _, deadline in waiting))
+                # Done when the exporter has delivered what it was handed, too: for one that
+                # hands batches on (the helper of tracebridge.export_process) that is later.
+                latest = max(deadline for _, deadline in waiting)
+                remaining_ms = max(0, int((latest - time.monotonic()) * 1000))
+                self._call_exporter(functools.partial(self.exporter.force_flush, remaining_ms), "flushing")
                 for flushed, _ in waiting:
                     flushed.set()
             if self._shutdown:
@@ -421,25 +423,14 @@ class BatchExportProcessor(SpanProcessor):
         finally:
             detach(token)
 
-    def _flush_exporter(self, deadline: float) -> None:
-        """A flush is done when the exporter has delivered what it was handed, too — which
-        for an exporter that hands batches on (the helper process of
-        :mod:`tracebridge.export_process`) is later than ``export`` returning."""
+    def _call_exporter(self, call: Callable[[], object], doing: str) -> None:
+        """One call into the exporter from the worker, outside export: uninstrumented (its
+        own HTTP must not be traced), and an exporter bug must not kill the export thread."""
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            self.exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
-        except Exception:  # an exporter bug must not kill the export thread
-            logger.exception("tracebridge: span exporter raised while flushing")
-        finally:
-            detach(token)
-
-    def _retry(self, retry_held: Callable[[], bool]) -> None:
-        """Spans held through an outage go out even when the application is idle."""
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            retry_held()
-        except Exception:  # an exporter bug must not kill the export thread
-            logger.exception("tracebridge: span exporter raised while retrying held spans")
+            call()
+        except Exception:
+            logger.exception("tracebridge: span exporter raised while %s", doing)
         finally:
             detach(token)
 
