@@ -32,16 +32,15 @@ import sys
 import time
 from pathlib import Path
 
-from kafka_overhead import QUEUE, Sink, contrib_provider  # one pipeline, one separate receiver
+from kafka_overhead import (  # one pipeline, one separate receiver, one /proc reader
+    QUEUE,
+    Sink,
+    contrib_provider,
+    process_cpu_seconds,
+)
 
 VARIANTS = ("bare", "contrib", "tracebridge")
 TARGET = 0.15
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -51,7 +50,7 @@ def _cpu_seconds(pid: int) -> float:
     children = [
         child for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()
     ]
-    return _own_cpu_seconds(pid) + sum(_own_cpu_seconds(int(child)) for child in children)
+    return process_cpu_seconds(pid) + sum(process_cpu_seconds(int(child)) for child in children)
 
 
 def _setup(variant: str, endpoint: str, side: str):  # type: ignore[no-untyped-def]

@@ -244,6 +244,11 @@ def helper_cpu_seconds() -> float:
     pid = getattr(state.exporter, "helper_pid", None) if state is not None else None
     if pid is None:
         return 0.0
+    return process_cpu_seconds(pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, from ``/proc`` (the benchmarks' one reader of it)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

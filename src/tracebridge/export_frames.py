@@ -111,27 +111,11 @@ class SpanPacker:
         resource = span._resource
         resource_number = self._resources.get(id(resource))
         if resource_number is None:
-            resource_number = self._resources[id(resource)] = len(self._resources)
-            self._keep.append(resource)
-            new_resources.append(
-                (dict(resource.attributes) if resource else {}, resource.schema_url if resource else "")
-            )
+            resource_number = self._intern(self._resources, resource, new_resources, _resource_row(resource))
         scope = span._instrumentation_scope
         scope_number = self._scopes.get(id(scope))
         if scope_number is None:
-            scope_number = self._scopes[id(scope)] = len(self._scopes)
-            self._keep.append(scope)
-            new_scopes.append(
-                ("", "", "", {}, False)
-                if scope is None
-                else (
-                    scope.name or "",
-                    scope.version or "",
-                    scope.schema_url or "",
-                    dict(scope.attributes or {}),
-                    True,
-                )
-            )
+            scope_number = self._intern(self._scopes, scope, new_scopes, _scope_row(scope))
         context = span._context
         state = context.trace_state
         parent = span._parent
@@ -183,6 +167,25 @@ class SpanPacker:
             scope_number,
             (dropped, dropped_events, dropped_links) if dropped or dropped_events or dropped_links else 0,
         )
+
+    def _intern(
+        self, numbers: dict[int, int], known: Any, new: list[tuple[Any, ...]], row: tuple[Any, ...]
+    ) -> int:
+        """Number a resource or scope the helper has not seen; its row travels once."""
+        number = numbers[id(known)] = len(numbers)
+        self._keep.append(known)
+        new.append(row)
+        return number
+
+
+def _resource_row(resource: Any) -> tuple[Any, ...]:
+    return (dict(resource.attributes) if resource else {}, resource.schema_url if resource else "")
+
+
+def _scope_row(scope: Any) -> tuple[Any, ...]:
+    if scope is None:
+        return ("", "", "", {}, False)
+    return (scope.name or "", scope.version or "", scope.schema_url or "", dict(scope.attributes or {}), True)
 
 
 def _plain_batch(batch: tuple[Any, ...]) -> tuple[Any, ...]:
