@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import unique
-from tracebridge.broker import BrokerNotFound, EmbeddedBroker, kafka_metadata_answers, locate_tansu
+from tracebridge.broker import (
+    BrokerNotFound,
+    EmbeddedBroker,
+    free_port,
+    kafka_metadata_answers,
+    locate_tansu,
+)
 
 
 def alive(pid: int) -> bool:
@@ -84,3 +91,25 @@ def test_broker_command_runs_until_terminated() -> None:
         process.wait(10)
     assert process.returncode == 0
     assert not kafka_metadata_answers(host, int(port))
+
+
+def test_free_ports_are_never_ones_an_outgoing_connection_could_take() -> None:
+    """CI once lost an eshop worker to EADDRINUSE: its port came from bind(0), and a connect()
+    elsewhere took it before the worker bound it.  free_port stays below the ephemeral range."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        ports = [free_port() for _ in range(30)]
+        assert len(set(ports)) == 30  # never the same twice in one process
+        assert all(10_000 <= port < ephemeral_low for port in ports)
+        assert listener.getsockname()[1] not in ports
+        for port in ports:  # each can be listened on, on every address
+            socket.create_server(("0.0.0.0", port)).close()
+        taken = socket.create_server(("127.0.0.1", ports[-1] + 1))  # the next candidate, in use
+        try:
+            assert free_port() not in (ports[-1] + 1, ports[-1])
+        finally:
+            taken.close()
+    finally:
+        listener.close()

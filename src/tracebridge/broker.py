@@ -14,6 +14,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -47,10 +48,46 @@ def locate_tansu() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the caller retries if someone takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nobody listens on, below the kernel's ephemeral range, never the same twice here.
+
+    Why not ``bind(0)``: that port comes from the range the kernel also gives outgoing
+    connections, so between our choosing it and a child process binding it, any ``connect()``
+    on the machine (a Kafka client, an HTTP pool) may take it — CI saw exactly that as
+    ``EADDRINUSE`` in an eshop worker.  Below the range only listeners take ports, and each
+    candidate is tried on ``host`` and on every address before it is handed out.
+    """
+    for port in _candidate_ports():
+        if port not in _handed_out and _bindable(host, port) and _bindable("0.0.0.0", port):
+            _handed_out.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # nothing left below the range
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+_handed_out: set[int] = set()
+_LOWEST_PORT = 10_000  # below: the well-known ports of databases, brokers, dev servers
+
+
+def _candidate_ports() -> Iterator[int]:
+    """The ports below the ephemeral range, from a point of this process's own (concurrent
+    test runs and benchmarks then don't try the same ports in the same order)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768  # Linux's default; elsewhere the fallback in free_port still holds
+    count = max(0, low - _LOWEST_PORT)
+    start = os.getpid() * 7919
+    return (_LOWEST_PORT + (start + step) % count for step in range(count))
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def kafka_metadata_answers(host: str, port: int, timeout: float = 0.5) -> bool:
