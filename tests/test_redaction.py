@@ -202,3 +202,32 @@ def test_a_bad_setting_is_reported_and_the_built_in_rules_still_apply() -> None:
     assert settings.redact == ""
     assert any("TRACEBRIDGE_REDACT" in p and "built-in rules" in p for p in settings.problems)
     assert Settings.from_env({"TRACEBRIDGE_REDACT": "key:x.*"}).redact == "key:x.*"
+
+
+def test_values_seen_before_are_judged_as_the_first_time() -> None:
+    """Strings are looked up among those already examined (most repeat from span to span):
+    a remembered clean value stays untouched, a remembered secret is redacted every time, and a
+    new secret in a span of the same shape, or inside a list, is still found."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(memory, RedactionPolicy.parse(None))))
+    tracer = provider.get_tracer("t")
+    for who in ("kafka", "kafka", "a@b.example.org", "a@b.example.org", "kafka", f"card {CARD}"):
+        with tracer.start_as_current_span("send", attributes={"messaging.system": "kafka", "who": who}):
+            pass
+    with tracer.start_as_current_span("send", attributes={"tags": ["kafka", "c@d.example.org"]}):
+        pass
+    with tracer.start_as_current_span("send", attributes={"tags": ["kafka", "orders"]}):
+        pass
+    attributes = [dict(span.attributes or {}) for span in memory.get_finished_spans()]
+    assert [a.get("who") for a in attributes[:6]] == [
+        "kafka",
+        "kafka",
+        REDACTED,
+        REDACTED,
+        "kafka",
+        f"card {REDACTED}",
+    ]
+    assert all(a.get("messaging.system", "kafka") == "kafka" for a in attributes)
+    assert attributes[6]["tags"] == ("kafka", REDACTED)
+    assert attributes[7]["tags"] == ("kafka", "orders")

@@ -54,8 +54,6 @@ _HEADER_GLOBS = (
     "*.token",
 )
 _CACHE_LIMIT = 8192
-# Joins a span's string values for the one-pass check: no rule can match across it.
-_SEPARATOR = "\x1f"
 _DIGITS_ONLY = str.maketrans({**{str(digit): "d" for digit in range(10)}, " ": None, "-": None})
 _THIRTEEN_DIGITS = "d" * 13
 _CACHEABLE_LENGTH = 512
@@ -237,16 +235,37 @@ class Redactor:
         return attributes if changed is None else changed
 
     def _may_hold_secret(self, plain: Mapping[str, Any]) -> bool:
-        # Comprehensions, not a loop with branches: this runs for every span.
-        values = plain.values()
-        texts = [value for value in values if type(value) is str]
-        for value in [value for value in values if type(value) is tuple or type(value) is list]:
-            texts.extend(item for item in value if type(item) is str)
-        if not texts:
-            return False
+        # Value by value, each string first looked up among those already seen: most repeat from
+        # span to span (the system, the topic, the address), so only a new one is examined.
         if self.policy.url_query and not _QUERY_KEYS.isdisjoint(plain):
             return True
-        return self._suspect(_SEPARATOR.join(texts))
+        seen = self._texts
+        for value in plain.values():
+            kind = type(value)
+            if kind is str:
+                redacted = seen.get(value)  # inline: this runs for every string of every span
+                if redacted != value if redacted is not None else self._new_text_suspect(value):
+                    return True
+            elif (kind is tuple or kind is list) and any(
+                type(item) is str and self._text_suspect(item) for item in value
+            ):
+                return True
+        return False
+
+    def _text_suspect(self, text: str) -> bool:
+        redacted = self._texts.get(text)
+        return redacted != text if redacted is not None else self._new_text_suspect(text)
+
+    def _new_text_suspect(self, text: str) -> bool:
+        """Whether a string not seen before may hold a secret; one that cannot is remembered
+        as its own redaction (which it is: every rule needs what ``_suspect`` looks for)."""
+        if self._suspect(text):
+            return True
+        if len(text) <= _CACHEABLE_LENGTH:
+            if len(self._texts) >= _CACHE_LIMIT:
+                self._texts.clear()
+            self._texts[text] = text
+        return False
 
     def _suspect(self, text: str) -> bool:
         policy = self.policy
