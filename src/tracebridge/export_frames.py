@@ -22,7 +22,10 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from tracebridge.propagation.w3c import new_span_context
 
 HEADER = struct.Struct("!cI")
 SPANS = b"S"  # app → helper: a batch; the helper answers with a REPLY
@@ -34,7 +37,6 @@ REPLY = b"R"  # helper → app: (sequence number, delivered?, counters …)
 COUNTERS = ("exported_spans", "dropped_spans", "delivered_late", "held_spans", "peak_held_spans")
 MARSHAL_VERSION = 4
 _KINDS = tuple(SpanKind)
-_STATUS = {code.value: code for code in StatusCode}
 
 
 class FrameError(Exception):
@@ -207,9 +209,7 @@ def _plain_batch(batch: tuple[Any, ...]) -> tuple[Any, ...]:
 class ReceivedSpan(ReadableSpan):
     """A span rebuilt in the helper; it carries the counts of what its SDK span dropped."""
 
-    def __init__(self, dropped: tuple[int, int, int], **fields: Any) -> None:
-        super().__init__(**fields)
-        self._dropped_counts = dropped
+    _dropped_counts: tuple[int, int, int]
 
     @property
     def dropped_attributes(self) -> int:
@@ -232,8 +232,17 @@ def _attributes(values: dict[str, Any], dropped: int) -> Any:
     return bounded
 
 
-def _state(header: str) -> TraceState | None:
-    return TraceState.from_header([header]) if header else None
+def _state(header: str) -> TraceState:
+    return TraceState.from_header([header]) if header else DEFAULT_TRACE_STATE
+
+
+_UNSET, _OK = Status(StatusCode.UNSET), Status(StatusCode.OK)
+
+
+def _status(code: int, description: str) -> Status:
+    if code == StatusCode.ERROR.value:
+        return Status(StatusCode.ERROR, description or None)
+    return _OK if code == StatusCode.OK.value else _UNSET
 
 
 class SpanUnpacker:
@@ -276,33 +285,35 @@ class SpanUnpacker:
             scope_number,
             dropped,
         ) = row
-        context = SpanContext(trace_id, span_id, False, TraceFlags(flags), _state(state))
-        parent = (
-            SpanContext(trace_id, parent_span_id, parent_remote, TraceFlags(flags))
+        # Built field by field rather than through the constructors (argument handling, id
+        # validation, a TraceFlags and a Status each): these spans are our own, checked when
+        # they were made, and this runs for every span the helper exports.
+        span = object.__new__(ReceivedSpan if dropped else ReadableSpan)
+        span.__dict__.update(
+            _name=name,
+            _context=new_span_context(trace_id, span_id, False, flags, _state(state)),
+            _parent=new_span_context(trace_id, parent_span_id, parent_remote, flags)
             if parent_span_id >= 0
-            else None
-        )
-        code = _STATUS.get(status_code, StatusCode.UNSET)
-        fields: dict[str, Any] = {
-            "name": name,
-            "context": context,
-            "parent": parent,
-            "resource": self._resources[resource_number],
-            "attributes": attributes,
-            "events": [Event(n, _attributes(a, d), t) for n, t, a, d in events],
-            "links": [
-                Link(SpanContext(t, s, remote, TraceFlags(f), _state(ts)), _attributes(a, d))
+            else None,
+            _resource=self._resources[resource_number],
+            _attributes=attributes,
+            _events=tuple(Event(n, _attributes(a, d), t) for n, t, a, d in events) if events else (),
+            _links=tuple(
+                Link(new_span_context(t, s, remote, f, _state(ts)), _attributes(a, d))
                 for t, s, f, ts, remote, a, d in links
-            ],
-            "kind": _KINDS[kind] if 0 <= kind < len(_KINDS) else SpanKind.INTERNAL,
-            "status": Status(code, status_description or None) if code is StatusCode.ERROR else Status(code),
-            "start_time": start or None,
-            "end_time": end or None,
-            "instrumentation_scope": self._scopes[scope_number],
-        }
+            )
+            if links
+            else (),
+            _kind=_KINDS[kind] if 0 <= kind < len(_KINDS) else SpanKind.INTERNAL,
+            _status=_status(status_code, status_description),
+            _start_time=start or None,
+            _end_time=end or None,
+            _instrumentation_scope=self._scopes[scope_number],
+            _instrumentation_info=None,
+        )
         if dropped:
-            return ReceivedSpan(tuple(dropped), **fields)
-        return ReadableSpan(**fields)
+            span.__dict__["_dropped_counts"] = tuple(dropped)
+        return span
 
 
 __all__ = [
