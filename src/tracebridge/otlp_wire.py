@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tracebridge.config import Settings
 
@@ -27,13 +27,9 @@ logger = logging.getLogger("tracebridge.export.otlp")
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes((n,)) for n in range(128)]
-_KIND = {
-    SpanKind.INTERNAL: b"\x30\x01",
-    SpanKind.SERVER: b"\x30\x02",
-    SpanKind.CLIENT: b"\x30\x03",
-    SpanKind.PRODUCER: b"\x30\x04",
-    SpanKind.CONSUMER: b"\x30\x05",
-}
+# By the member's id: hashing an enum member runs Python code, and this is read for every span.
+_KIND = {id(kind): b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
+_STATUS_UNSET = b"\x7a\x00"
 # Span.flags (field 16, fixed32): "has is-remote", plus "is remote" when the parent is remote.
 _FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
 _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
@@ -126,8 +122,9 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
             cached = _pairs.get((tag, key, value))
             if cached is None:
                 cached = _field(tag, _key_value(key, value))
-                if len(_pairs) < _MAX_CACHED_PAIRS:
-                    _pairs[(tag, key, value)] = cached
+                if len(_pairs) >= _MAX_CACHED_PAIRS:  # unique values (ids, keys) filled it:
+                    _pairs.clear()  # start again, so values that repeat are cached again
+                _pairs[(tag, key, value)] = cached
             parts.append(cached)
             continue
         try:
@@ -151,7 +148,7 @@ def _span(span: ReadableSpan) -> bytes:
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(_text(b"\x2a", span.name))
-    parts.append(_KIND[span.kind])
+    parts.append(_KIND[id(span.kind)])
     parts.append(b"\x39" + _FIXED64(span.start_time or 0))
     parts.append(b"\x41" + _FIXED64(span.end_time or 0))
     parts.append(_attributes(b"\x4a", span.attributes))
@@ -176,13 +173,16 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    code = status.status_code.value
-    status_body = (
-        (b"\x12" + _varint(len(d := status.description.encode())) + d) if status.description else b""
-    )
-    if code:
-        status_body += b"\x18" + _varint(code)
-    parts.append(_field(b"\x7a", status_body))
+    if status.status_code is StatusCode.UNSET and not status.description:
+        parts.append(_STATUS_UNSET)
+    else:
+        code = status.status_code.value
+        status_body = (
+            (b"\x12" + _varint(len(d := status.description.encode())) + d) if status.description else b""
+        )
+        if code:
+            status_body += b"\x18" + _varint(code)
+        parts.append(_field(b"\x7a", status_body))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
