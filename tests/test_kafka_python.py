@@ -256,6 +256,26 @@ def test_hostile_headers_never_raise_and_valid_ones_survive(instrumented, spans,
     assert processes[4].attributes["tracebridge.delivery.attempt"] == 1
 
 
+def test_suppressed_instrumentation_sends_the_record_untouched(instrumented, spans, broker, bootstrap):
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    topic = unique("quiet")
+    broker.create_topics([topic], partitions=1)
+    running = producer(bootstrap)
+    try:
+        with tracer.start_as_current_span("request"), suppress_instrumentation():
+            running.send(topic, b"x", headers=[("own", b"1")]).get(10)
+    finally:
+        running.close()
+    assert by_name(spans, f"send {topic}") == []
+    consumer = consumer_from_start(bootstrap, topic)
+    try:
+        record = next(consumer)
+    finally:
+        consumer.close()
+    assert list(record.headers) == [("own", b"1")]  # no traceparent written
+
+
 def test_uninstrument_restores_the_library(spans, broker, bootstrap):
     from tracebridge.messaging.kafka.kafka_python import KafkaPythonInstrumentor
 

@@ -195,6 +195,21 @@ async def test_uninstrumented_producer_is_untouched(bootstrap, broker, spans):
     assert list(record.headers) == [("own", b"1")]  # no traceparent written
 
 
+async def test_suppressed_instrumentation_sends_the_record_untouched(producer, spans, broker, bootstrap):
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    topic = unique("quiet")
+    broker.create_topics([topic], partitions=1)
+    with tracer.start_as_current_span("request"), suppress_instrumentation():
+        await producer.send_and_wait(topic, b"x", headers=[("own", b"1")])
+    with tracer.start_as_current_span("request"):  # and the next record, outside it, is traced
+        await producer.send_and_wait(topic, b"y")
+    assert [s.name for s in spans.get_finished_spans()] == ["request", f"send {topic}", "request"]
+    first, second = await read_topic(bootstrap, topic, 2)
+    assert list(first.headers) == [("own", b"1")]  # no traceparent written
+    assert [key for key, _ in second.headers] == ["traceparent"]
+
+
 async def test_send_refused_by_the_client_marks_send_span_error(bootstrap, spans, kafka_instrumented):
     from aiokafka.errors import MessageSizeTooLargeError
 

@@ -56,9 +56,17 @@ def _is_default_parent_based(sampler: object) -> bool:
 
 def _drops_roots(sampler: object) -> bool:
     """A sampler that drops every span without a parent, whatever its name or links say."""
-    return sampler is ALWAYS_OFF or (
-        isinstance(sampler, ParentBased) and getattr(sampler, "_root", None) is ALWAYS_OFF
-    )
+    return _root_sampler(sampler) is ALWAYS_OFF
+
+
+def _keeps_roots(sampler: object) -> bool:
+    """A sampler that records and samples every span without a parent, adding no attributes
+    and no trace state (``always_on``, ``parentbased_always_on``)."""
+    return _root_sampler(sampler) is ALWAYS_ON
+
+
+def _root_sampler(sampler: object) -> object:
+    return getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else sampler
 
 
 class LightTracer:
@@ -67,6 +75,7 @@ class LightTracer:
     An unsampled span — a child of an unsampled parent under the default parent-based sampler,
     or a root under ``parentbased_always_off`` / ``always_off`` — is decided without calling the
     sampler: it is only an id to propagate, and it is most of what a low sampling rate sees.
+    So is a root under ``always_on`` / ``parentbased_always_on`` (sampled, nothing added).
     """
 
     def __init__(self, tracer: trace_api.Tracer) -> None:
@@ -74,6 +83,7 @@ class LightTracer:
         self._sdk: SdkTracer | None = None
         self._parent_decides = False
         self._roots_dropped = False
+        self._roots_kept = False
 
     def _sdk_tracer(self) -> SdkTracer | None:
         if self._sdk is not None:
@@ -85,6 +95,7 @@ class LightTracer:
             self._sdk = tracer
             self._parent_decides = _is_default_parent_based(tracer.sampler)
             self._roots_dropped = _drops_roots(tracer.sampler)
+            self._roots_kept = _keeps_roots(tracer.sampler)
         return self._sdk
 
     def start_span(
@@ -136,6 +147,9 @@ class LightTracer:
         if resolved is not None and self._parent_decides:
             sampled = recording = resolved.trace_flags.sampled
             state = resolved.trace_state
+        elif resolved is None and self._roots_kept:  # what the sampler would answer, unasked
+            sampled = recording = True
+            state = _EMPTY_STATE
         else:
             links = _with_follows(links, follows)
             follows = None

@@ -236,10 +236,14 @@ def extract_record_context(headers: Headers | None, value: object) -> tuple[Cont
 
 
 def inject_record_context(
-    carrier_mode: KafkaCarrier, span: Span, headers: Headers | None, value: object
+    carrier_mode: KafkaCarrier,
+    span: Span,
+    headers: Headers | None,
+    value: object,
+    current: Context | None = None,
 ) -> tuple[list[tuple[str, bytes | None]], object]:
-    """Return ``(headers, value)`` carrying ``span`` and the current baggage, as
-    ``carrier_mode`` asks.
+    """Return ``(headers, value)`` carrying ``span`` and the baggage of ``current`` (default:
+    the current context), as ``carrier_mode`` asks.
 
     Never mutates the caller's headers or value (a producer may reuse them).  Context headers
     left over from a forwarded record are replaced.  A body that can't hold an envelope (not a
@@ -258,11 +262,11 @@ def inject_record_context(
             state = tracestate_header(span_context)
             if state is not None:
                 new_headers.append((TRACESTATE, state.encode()))
-        if propagator.baggage is not None and baggage_present():
-            propagator.baggage.inject(new_headers, setter=KAFKA_HEADERS_SETTER)
+        if propagator.baggage is not None and baggage_present(current):
+            propagator.baggage.inject(new_headers, current, setter=KAFKA_HEADERS_SETTER)
         return new_headers, value
 
-    context = trace.set_span_in_context(span)
+    context = trace.set_span_in_context(span, current)
     fields_written = propagator.fields
     new_headers = list(headers) if headers else []
     if carrier_mode is not KafkaCarrier.HEADERS:

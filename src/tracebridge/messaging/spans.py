@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from tracebridge.config import ConsumerParent, KafkaCarrier
@@ -122,6 +123,17 @@ def mark_failed(span: Span, error: BaseException, error_type: str | None = None)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
+def sending_context() -> Context | None:
+    """The current context, or ``None`` where OpenTelemetry's off switch
+    (``suppress_instrumentation()``) is on — then the record goes out as the plain client sends
+    it.  Read once per record and handed to every step (parent, baggage), which otherwise each
+    asked the runtime context again: ~0.7 µs a record here, sampled or not."""
+    current = get_current()
+    if current.get(_SUPPRESS_INSTRUMENTATION_KEY) or current.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN):
+        return None
+    return current
+
+
 class UnacknowledgedSend(Exception):
     """A record whose delivery report never came."""
 
@@ -153,11 +165,12 @@ class MessagingSpans:
         value: object,
         headers: Sequence[tuple[str, bytes | None]] | None,
         carrier: KafkaCarrier | None = None,
+        context: Context | None = None,
     ) -> tuple[Span, list[tuple[str, bytes | None]], object]:
-        """Start ``send {topic}`` (PRODUCER, child of the current span) and return it with the
-        headers and value that carry its context (where ``carrier``, default the configured
-        one, says)."""
-        span = self.tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER)
+        """Start ``send {topic}`` (PRODUCER, child of the span in ``context``, default the
+        current one) and return it with the headers and value that carry its context (where
+        ``carrier``, default the configured one, says)."""
+        span = self.tracer.start_span(f"send {topic}", context, kind=SpanKind.PRODUCER)
         if span.is_recording():
             attributes = client.base_attributes("send", topic)
             if partition is not None:
@@ -169,7 +182,7 @@ class MessagingSpans:
             if size is not None:
                 attributes["messaging.message.body.size"] = size
             set_known_attributes(span, attributes)
-        new_headers, new_value = inject_record_context(carrier or self.carrier, span, headers, value)
+        new_headers, new_value = inject_record_context(carrier or self.carrier, span, headers, value, context)
         return span, new_headers, new_value
 
     @staticmethod

@@ -24,11 +24,11 @@ from tracebridge.propagation.w3c import StrictTraceContextPropagator
 _BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
 
 
-def baggage_present() -> bool:
-    """Whether the current context carries any baggage entry to propagate."""
+def baggage_present(context: context_api.Context | None = None) -> bool:
+    """Whether ``context`` (default: the current one) carries any baggage entry to propagate."""
     if _BAGGAGE_KEY is None:
-        return bool(baggage.get_all())
-    return bool(context_api.get_value(_BAGGAGE_KEY))
+        return bool(baggage.get_all(context))
+    return bool(context_api.get_value(_BAGGAGE_KEY, context))
 
 
 class TracebridgePropagator(CompositePropagator):

@@ -14,13 +14,13 @@ from functools import partial
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 from wrapt import wrap_function_wrapper
 
 from tracebridge.messaging import scope
 from tracebridge.messaging.kafka.client import client_info, group_key, spans_from_settings
-from tracebridge.messaging.spans import ClientInfo, MessagingSpans
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans, sending_context
 
 _INSTRUMENTS = ("aiokafka >= 0.11, < 0.15",)
 _CLIENT_INFO = "_tracebridge_client_info"
@@ -85,7 +85,8 @@ def _client_info(instance: Any, client: Any, group: str | None) -> ClientInfo:
 async def _traced_send(
     spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
-    if not is_instrumentation_enabled():
+    context = sending_context()
+    if context is None:
         # OpenTelemetry's standard off switch (``suppress_instrumentation()``): no span, and no
         # context written into the record — exactly what an uninstrumented producer sends.
         return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
@@ -97,6 +98,7 @@ async def _traced_send(
         key=key,
         value=value,
         headers=headers,
+        context=context,
     )
     try:
         future: asyncio.Future[Any] = await wrapped(topic, value, key, partition, timestamp_ms, headers)

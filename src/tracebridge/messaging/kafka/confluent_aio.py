@@ -20,14 +20,14 @@ import logging
 from functools import partial
 from typing import Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 from wrapt import wrap_function_wrapper
 
 from tracebridge.config import KafkaCarrier
 from tracebridge.messaging import scope
 from tracebridge.messaging.kafka import confluent_kafka as sync
-from tracebridge.messaging.spans import ClientInfo, MessagingSpans
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans, sending_context
 
 logger = logging.getLogger("tracebridge")
 
@@ -52,7 +52,8 @@ def _passthrough_inner(inner: str, wrapped: Any, instance: Any, args: Any, kwarg
 
 async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     spans = sync.active_spans()
-    if spans is None or not is_instrumentation_enabled() or "headers" in kwargs:
+    context = sending_context()
+    if spans is None or context is None or "headers" in kwargs:
         return await wrapped(*args, **kwargs)  # (headers: the client's own error, unchanged)
     topic, value, key, rest, options = _bind_produce(*args, **kwargs)
     span, headers, new_value = spans.start_send(
@@ -63,6 +64,7 @@ async def _produce(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         value=value,
         headers=None,
         carrier=KafkaCarrier.ENVELOPE,
+        context=context,
     )
     if headers:  # no room for an envelope: send the record as it is
         new_value = value

@@ -34,12 +34,11 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span
 
 from tracebridge.messaging import scope
 from tracebridge.messaging.kafka.client import client_info, group_key, spans_from_settings
-from tracebridge.messaging.spans import ClientInfo, MessagingSpans, Record
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans, Record, sending_context
 
 logger = logging.getLogger("tracebridge")
 
@@ -126,7 +125,8 @@ class TracedProducer(confluent_kafka.Producer):
     ) -> None:
         application = self._tb_application_callback(on_delivery if on_delivery is not None else callback)
         spans = _spans
-        if spans is None or self._tb_passthrough or not is_instrumentation_enabled():
+        context = None if spans is None or self._tb_passthrough else sending_context()
+        if spans is None or context is None:
             # Uninstrumented, or OpenTelemetry's suppress_instrumentation(): no span and no
             # context in the record, exactly what the plain client sends.
             return super().produce(
@@ -139,6 +139,7 @@ class TracedProducer(confluent_kafka.Producer):
             key=key,
             value=value,
             headers=_header_list(headers),
+            context=context,
         )
         report = application
         if span.is_recording():

@@ -19,13 +19,13 @@ from importlib import metadata
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 from wrapt import wrap_function_wrapper
 
 from tracebridge.messaging import scope
 from tracebridge.messaging.kafka.client import client_info, group_key, spans_from_settings
-from tracebridge.messaging.spans import ClientInfo, MessagingSpans
+from tracebridge.messaging.spans import ClientInfo, MessagingSpans, sending_context
 
 _DISTRIBUTIONS = ("kafka-python", "kafka-python-ng")
 _CLIENT_INFO = "_tracebridge_client_info"
@@ -60,7 +60,8 @@ def _info(instance: Any, consumer: bool) -> ClientInfo:
 def _traced_send(
     spans: MessagingSpans, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not is_instrumentation_enabled():
+    context = sending_context()
+    if context is None:
         return wrapped(*args, **kwargs)
     topic, value, key, headers, partition, timestamp_ms = _bind_send(*args, **kwargs)
     span, headers, value = spans.start_send(
@@ -70,6 +71,7 @@ def _traced_send(
         key=key,
         value=value,
         headers=headers,
+        context=context,
     )
     try:
         future = wrapped(topic, value, key, headers, partition, timestamp_ms)
