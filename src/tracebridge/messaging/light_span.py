@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from random import getrandbits
 from types import MappingProxyType
 from typing import Any
 
@@ -24,16 +25,18 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-from tracebridge.propagation.w3c import new_span_context
+from tracebridge.propagation.w3c import context_fields, new_span_context
 
 _SCALARS = (str, bool, int, float)
 # The link a consumer span keeps to the producer span its record came from.
 FOLLOWS_FROM: Mapping[str, Any] = MappingProxyType({"tracebridge.link.type": "follows_from"})
 _EMPTY_STATE = DEFAULT_TRACE_STATE
+_SAMPLED, _RANDOM_TRACE_ID = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
 
 
 class _FromContext:
@@ -121,7 +124,7 @@ class LightTracer:
         resolved: SpanContext | None
         if isinstance(parent, _FromContext):
             found = trace_api.get_current_span(context).get_span_context()
-            resolved = found if found.is_valid else None
+            resolved = found if context_fields(found)[5] else None
         else:
             resolved = parent
         sdk = self._sdk_tracer()
@@ -134,10 +137,10 @@ class LightTracer:
                 start_time=start_time,
             )
         if resolved is not None:
-            trace_id = resolved.trace_id
-            random_id = resolved.trace_flags.random_trace_id
-            if self._parent_decides and not resolved.trace_flags.sampled:
-                return _unsampled(sdk, trace_id, random_id, resolved.trace_state)
+            trace_id, _, _, parent_flags, parent_state, _ = context_fields(resolved)
+            random_id = bool(parent_flags & _RANDOM_TRACE_ID)
+            if self._parent_decides and not parent_flags & _SAMPLED:
+                return _unsampled(sdk, trace_id, random_id, parent_state)
         else:
             trace_id = sdk.id_generator.generate_trace_id()
             random_id = sdk.id_generator.is_trace_id_random()
@@ -145,8 +148,8 @@ class LightTracer:
                 return _unsampled(sdk, trace_id, random_id, _EMPTY_STATE)
         extra: Mapping[str, Any] | None = None
         if resolved is not None and self._parent_decides:
-            sampled = recording = resolved.trace_flags.sampled
-            state = resolved.trace_state
+            sampled = recording = True  # (an unsampled parent returned above)
+            state = parent_state
         elif resolved is None and self._roots_kept:  # what the sampler would answer, unasked
             sampled = recording = True
             state = _EMPTY_STATE
@@ -183,8 +186,12 @@ class LightTracer:
 
 
 def _unsampled(sdk: SdkTracer, trace_id: int, random_id: bool, state: TraceState) -> NonRecordingSpan:
-    """A span nobody records: only a new span id in the trace, to propagate."""
-    span_id = sdk.id_generator.generate_span_id()
+    """A span nobody records: only a new span id in the trace, to propagate (drawn as the
+    SDK's default generator draws it, without the call, when that is the generator)."""
+    if type(sdk.id_generator) is RandomIdGenerator:
+        span_id = getrandbits(64) or getrandbits(64) or sdk.id_generator.generate_span_id()
+    else:
+        span_id = sdk.id_generator.generate_span_id()
     return NonRecordingSpan(new_span_context(trace_id, span_id, False, 2 if random_id else 0, state))
 
 

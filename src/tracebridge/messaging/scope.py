@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import NonRecordingSpan, Span
 
 from tracebridge.messaging.spans import mark_failed
 
@@ -62,11 +62,13 @@ def finish(owner: object, error: BaseException | None = None) -> None:
         active = _SLOTTED.pop(id(owner), None)
     if active is None:
         return
-    if error is None:
-        error = sys.exc_info()[1]
-    if error is not None and not isinstance(error, GeneratorExit | StopAsyncIteration):
-        mark_failed(active.span, error)
-    active.span.end()
+    span = active.span
+    if type(span) is not NonRecordingSpan:  # (an unsampled record's: nothing to end or mark)
+        if error is None:
+            error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, GeneratorExit | StopAsyncIteration):
+            mark_failed(span, error)
+        span.end()
     # Only restore if our context is still the current one: another task may be calling us,
     # or the handler may have attached its own context on top, and both are left alone.
     if context_api.get_current() is active.context:

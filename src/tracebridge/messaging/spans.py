@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current
 from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode, Tracer
 
 from tracebridge.config import ConsumerParent, KafkaCarrier
 from tracebridge.messaging.delivery import DeliveryTracker, attempt_from_headers
@@ -236,7 +236,7 @@ class MessagingSpans:
         )
         # Every delivery is counted (redeliveries are found by offset), recorded or not.
         attempt = self.deliveries.attempt(group_key, record.topic, record.partition, record.offset)
-        if span.is_recording():
+        if type(span) is not NonRecordingSpan and span.is_recording():
             attempt += attempt_from_headers(record.headers) - 1
             attributes = client.base_attributes("process", record.topic)
             attributes["messaging.destination.partition.id"] = str(record.partition)

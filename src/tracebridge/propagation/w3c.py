@@ -101,6 +101,22 @@ def _direct_construction_matches() -> bool:
 _DIRECT = _direct_construction_matches()
 
 
+def context_fields(span_context: SpanContext) -> tuple[int, int, bool, int, TraceState, bool]:
+    """``(trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)`` in one read: the
+    tuple a ``SpanContext`` is, where its layout is the one checked at import, instead of a
+    Python property call for each field (six of them per record on the consumer's path)."""
+    if _DIRECT:
+        return span_context
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.is_remote,
+        span_context.trace_flags,
+        span_context.trace_state,
+        span_context.is_valid,
+    )
+
+
 def new_span_context(
     trace_id: int,
     span_id: int,
