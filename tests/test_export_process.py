@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import enum
 import subprocess
+import threading
+import time
+from http.server import ThreadingHTTPServer
 
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -13,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.otlp_receiver import run_python, spans_received
+from tests.otlp_receiver import Receiver, run_python, spans_received
 from tests.test_otlp_wire import decoded, handmade
 from tracebridge.export_frames import SpanPacker, SpanUnpacker
 from tracebridge.otlp_wire import encode_spans
@@ -118,6 +121,49 @@ print("exited", helper.poll(), "dropped", dropped_spans(), "exported", exporter.
     assert second == "exited 0 dropped 0 exported 5"
     assert sorted(spans_received()) == [f"work {n}" for n in range(5)]
     assert result.stderr == ""
+
+
+class SlowFirstAnswer(Receiver):
+    """A collector that takes 3.5 s over its first request, then answers at once."""
+
+    answered = 0
+
+    def do_POST(self) -> None:
+        type(self).answered += 1
+        if type(self).answered == 1:
+            time.sleep(3.5)
+        super().do_POST()
+
+
+def test_the_helper_delivers_what_it_was_handed_after_the_application_has_exited() -> None:
+    """The application exits on time (its 3 s budget spent waiting for a slow collector); the
+    helper, still sending, finds nobody listening to its answers and goes on delivering the
+    batches it already has — within the same budget — instead of dying with them."""
+    Receiver.requests, SlowFirstAnswer.answered = [], 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowFirstAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = run(
+            PREAMBLE.replace("    assert provider.force_flush(10000)\n", "")
+            + """
+spans("work")
+started = time.monotonic()
+tracebridge.shutdown()
+print("shutdown", round(time.monotonic() - started, 1))
+""",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+            OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2",  # three frames: two wait behind the slow one
+            TRACEBRIDGE_SHUTDOWN_TIMEOUT="3",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split("shutdown")[1]) <= 3.5  # the application kept its promise
+    assert sorted(spans_received()) == [f"work {n}" for n in range(5)]
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
+    assert elapsed < 15  # and the helper, too, ended by itself
 
 
 def test_a_helper_that_dies_is_replaced_by_the_export_thread_and_nothing_after_is_lost(receiver) -> None:

@@ -101,6 +101,35 @@ def test_shutdown_timeout_bounds_exit_with_a_hanging_collector() -> None:
     assert elapsed < 8, elapsed  # start-up ~1-2 s + the 1 s bound; the OTLP timeout is 20 s
 
 
+@pytest.mark.parametrize("export_process", ["inline", "helper"])
+def test_shutdown_takes_one_budget_in_all_with_a_hanging_collector(export_process: str) -> None:
+    """The flush and the helper's last delivery share TRACEBRIDGE_SHUTDOWN_TIMEOUT: the helper
+    gets what the flush left of it, not a budget of its own on top (twice the promise)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    program = PROGRAM + (
+        "import time\nstarted = time.monotonic()\ntracebridge.shutdown()\n"
+        "print('shutdown', round(time.monotonic() - started, 2))\n"
+    )
+    try:
+        result = run_python(
+            program,
+            OTEL_SERVICE_NAME="settings",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="20000",
+            TRACEBRIDGE_SHUTDOWN_TIMEOUT="2",
+            TRACEBRIDGE_EXPORT_PROCESS=export_process,
+        )
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    took = float(result.stdout.split("shutdown")[1])
+    assert 1.5 <= took <= 2.8, took  # it did wait for the stuck export, and no longer than promised
+
+
 def test_collector_token_from_the_environment_guards_the_collector(tmp_path) -> None:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEBRIDGE_"))}

@@ -46,7 +46,16 @@ logger = logging.getLogger("tracebridge.export")
 
 def reply(stream: Any, sequence: int, status: int, pipeline: Any) -> None:
     counters = (int(getattr(pipeline, name, 0) or 0) for name in COUNTERS)
-    write_frame(stream, REPLY, REPLY_BODY.pack(sequence, status, *counters))
+    try:
+        write_frame(stream, REPLY, REPLY_BODY.pack(sequence, status, *counters))
+    except OSError:
+        # The application stopped listening: it spent its shutdown budget and exited while we
+        # were still sending.  The frames it handed over are ours to deliver, within the same
+        # budget; its answers go nowhere from now on (and nothing fails flushing them at exit).
+        with contextlib.suppress(OSError):
+            nowhere = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(nowhere, stream.fileno())
+            os.close(nowhere)
 
 
 def _read_into(stream: Any, frames: queue.Queue[tuple[bytes, bytes] | None], budget_s: float) -> None:
@@ -116,8 +125,7 @@ def main() -> int:
     # is dropped, and the last answer counts it.
     pipeline.force_flush()
     pipeline.shutdown()
-    with contextlib.suppress(OSError):
-        reply(answers, sequence, DELIVERED_OR_HELD, pipeline)
+    reply(answers, sequence, DELIVERED_OR_HELD, pipeline)
     return 0
 
 

@@ -249,15 +249,17 @@ class ProcessExporter(SpanExporter):
             inline = self._inline
         return inline.force_flush(timeout_millis) if inline is not None else True
 
-    def shutdown(self) -> None:
-        """End the helper's input: it delivers what it has within ``shutdown_timeout_s``."""
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """End the helper's input and wait up to ``timeout_s`` (default ``shutdown_timeout_s``)
+        for it to deliver what it has.  A helper still busy then — stuck on a collector that
+        does not answer — goes on alone for at most that budget and exits."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             helper, self._helper = self._helper, None
             if helper is not None:
-                helper.close(self.settings.shutdown_timeout_s)
+                helper.close(self.settings.shutdown_timeout_s if timeout_s is None else timeout_s)
                 self._retire(helper)
             if self._inline is not None:
                 self._inline.shutdown()

@@ -311,6 +311,10 @@ class BatchExportProcessor(SpanProcessor):
         self.max_queue_size = max_queue_size
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
         self.schedule_delay_s = schedule_delay_millis / 1000.0
+        # How long shutdown waits for the worker's last export; ``tracebridge.shutdown`` sets
+        # what its flush left of TRACEBRIDGE_SHUTDOWN_TIMEOUT (a send stuck on a collector that
+        # never answers is not interrupted, so waiting longer would break that promise).
+        self.shutdown_wait_s = self.schedule_delay_s + 1
         self.queue_dropped = 0
         self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._wake = threading.Event()
@@ -450,5 +454,5 @@ class BatchExportProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._wake.set()
-        self._ensure_worker().join(timeout=self.schedule_delay_s + 1)
+        self._ensure_worker().join(timeout=self.shutdown_wait_s)
         self.exporter.shutdown()

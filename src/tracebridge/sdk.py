@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -146,11 +148,20 @@ def shutdown() -> None:
     # Flush for at most the promised time (our processor honours the timeout): the exporter
     # may be stuck in its retry loop, up to OTEL_EXPORTER_OTLP_TIMEOUT, on a dead collector.
     budget_ms = int(state.settings.shutdown_timeout_s * 1000)
+    deadline = time.monotonic() + state.settings.shutdown_timeout_s
     state.provider.force_flush(timeout_millis=budget_ms)
-    # Shutting the exporter down aborts any retry in progress, so the provider's shutdown
-    # below finishes at once; whatever is still queued is dropped and counted.
-    if state.exporter is not None:
+    # Shutting the exporter down aborts any retry in progress; whatever is still queued is
+    # dropped and counted.  A helper process, and the export thread's last send, get what is
+    # left of the budget, not a budget of their own (one stuck on a collector that never
+    # answers goes on alone — a daemon thread, a helper that exits by itself — and we exit).
+    left_s = max(0.0, deadline - time.monotonic())
+    helper_module = sys.modules.get("tracebridge.export_process")  # imported where one is used
+    if helper_module is not None and isinstance(state.exporter, helper_module.ProcessExporter):
+        state.exporter.shutdown(left_s)
+    elif state.exporter is not None:
         state.exporter.shutdown()
+    if isinstance(state.processor, BatchExportProcessor):
+        state.processor.shutdown_wait_s = max(0.0, deadline - time.monotonic())
     state.provider.shutdown()
     if state.logs is not None:  # the same promise for log records: flush within the budget
         log_export.set_active(None)
