@@ -1,0 +1,157 @@
+"""Instructions per span for one step of the span path, counted by callgrind.
+
+    make instructions                         # every step
+    python bench/instructions.py [STEP ...]   # steps: redact unpack encode pack send-unsampled
+
+A profiling aid, not a benchmark (it prints counts, not ratios): this machine's timings move
+twofold within an hour, while ``valgrind --tool=callgrind`` counts the same instructions
+on every run whatever the other core is doing.  Each step runs twice under callgrind over the
+same 2 048 kafka-python ``send`` spans — once with the step repeated once, once twice — and the
+difference, divided by 2 048, is the step's own cost: start-up, imports and set-up cancel out.
+The cyclic GC is off inside (its collections depend on the heap's size, not on the step).
+Only single-threaded steps are counted: with an export thread the count depends on how the
+threads were scheduled.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import subprocess
+import sys
+from typing import Any
+
+SPANS = 2048
+STEPS = ("redact", "unpack", "encode", "pack", "send-unsampled")
+
+
+def _spans(sampler: str) -> tuple[Any, list[Any]]:
+    """kafka-python send spans as the instrumentation makes them (no broker: the client's own
+    ``send`` is replaced by one that returns a future at once)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    import tracebridge
+
+    kept: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            kept.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    if sampler == "parentbased_always_off":  # as configured for real; no span reaches export
+        tracebridge.configure(service_name="instructions", sampler=sampler, traces_exporter="none")
+    else:  # every span kept in this thread: no export thread to count by accident
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(Keep()))
+        trace.set_tracer_provider(provider)
+    from tracebridge.messaging.kafka import kafka_python
+    from tracebridge.messaging.kafka.client import spans_from_settings
+
+    spans = spans_from_settings("instructions", {})
+
+    class Future:
+        def add_callback(self, callback: Any) -> None:
+            self.acknowledge = callback
+
+        def add_errback(self, callback: Any) -> None:
+            return None
+
+    class Metadata:
+        partition, offset = 0, 5
+
+    class Producer:
+        config = {"bootstrap_servers": "127.0.0.1:9092", "client_id": "shop"}
+
+    producer, payload = Producer(), b"x" * 200
+
+    def send(number: int) -> None:
+        future = kafka_python._traced_send(
+            spans, lambda *_: Future(), producer, ("orders", payload), {"key": b"order-%d" % number}
+        )
+        if hasattr(future, "acknowledge"):
+            future.acknowledge(Metadata())
+
+    return send, kept
+
+
+def run_step(step: str, repeats: int) -> None:
+    """The inside of one callgrind run."""
+    if step == "send-unsampled":
+        send, _ = _spans("parentbased_always_off")
+        for number in range(200):
+            send(number)
+        gc.disable()
+        for _ in range(repeats):
+            for number in range(SPANS):
+                send(number)
+        return
+    from tracebridge.export_frames import SpanPacker, SpanUnpacker
+    from tracebridge.otlp_wire import encode_spans
+    from tracebridge.redaction import RedactionPolicy, Redactor
+
+    send, kept = _spans("parentbased_always_on")
+    for number in range(SPANS):
+        send(number)
+    batches = [kept[start : start + 512] for start in range(0, SPANS, 512)]
+    packer = SpanPacker()
+    frames = [packer.pack(batch) for batch in batches]
+    unpacker = SpanUnpacker()
+    rebuilt = [unpacker.unpack(frame) for frame in frames]
+    redactor = Redactor(RedactionPolicy.parse(None))
+    for batch in rebuilt:  # caches warm, as in a long-running exporter
+        encode_spans([redactor.span(span) for span in batch])
+    gc.disable()
+    for _ in range(repeats):
+        if step == "pack":
+            fresh = SpanPacker()
+            [fresh.pack(batch) for batch in batches]
+        elif step == "unpack":
+            fresh_unpacker = SpanUnpacker()
+            [fresh_unpacker.unpack(frame) for frame in frames]
+        elif step == "redact":
+            [[redactor.span(span) for span in batch] for batch in rebuilt]
+        elif step == "encode":
+            [encode_spans(batch) for batch in rebuilt]
+
+
+def count(step: str, repeats: int) -> int:
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--inside",
+            step,
+            str(repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if found is None:
+        raise SystemExit(f"callgrind printed no count for {step}:\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--inside"]:
+        run_step(sys.argv[2], int(sys.argv[3]))
+        return
+    steps = sys.argv[1:] or list(STEPS)
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown:
+        raise SystemExit(f"unknown step {', '.join(unknown)}; steps: {', '.join(STEPS)}")
+    for step in steps:
+        per_span = (count(step, 2) - count(step, 1)) / SPANS
+        print(f"{step:16s} {per_span:10,.0f} instructions a span")
+
+
+if __name__ == "__main__":
+    main()
