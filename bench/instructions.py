@@ -2,6 +2,7 @@
 
     make instructions                         # every step
     python bench/instructions.py [STEP ...]   # steps: redact unpack encode pack send-unsampled
+                                              #        collector-prepare
 
 A profiling aid, not a benchmark (it prints counts, not ratios): this machine's timings move
 twofold within an hour, while ``valgrind --tool=callgrind`` counts the same instructions
@@ -22,7 +23,7 @@ import sys
 from typing import Any
 
 SPANS = 2048
-STEPS = ("redact", "unpack", "encode", "pack", "send-unsampled")
+STEPS = ("redact", "unpack", "encode", "pack", "send-unsampled", "collector-prepare")
 
 
 def _spans(sampler: str) -> tuple[Any, list[Any]]:
@@ -80,6 +81,22 @@ def _spans(sampler: str) -> tuple[Any, list[Any]]:
 
 def run_step(step: str, repeats: int) -> None:
     """The inside of one callgrind run."""
+    if step == "collector-prepare":  # the collector's rows for requests as bench/collector.py sends
+        import tempfile
+        import time
+
+        from collector import batch  # bench/collector.py
+        from tracebridge.collector.store import SpanStore
+        from tracebridge.otlp import parse_protobuf
+
+        now = time.time_ns()
+        requests = [parse_protobuf(batch(number, now)) for number in range(SPANS // 512)]
+        with tempfile.TemporaryDirectory() as folder:
+            store = SpanStore(f"{folder}/traces.db")
+            gc.disable()
+            for _ in range(repeats):
+                [store.prepare(request) for request in requests]
+        return
     if step == "send-unsampled":
         send, _ = _spans("parentbased_always_off")
         for number in range(200):

@@ -166,15 +166,28 @@ def to_json(request: ExportTraceServiceRequest) -> str:
 
 def span_problem(span: Span) -> str | None:
     """Why a span can't be stored, or ``None`` (OTLP: ids of 16/8 bytes, not all zero)."""
-    if len(span.trace_id) != 16 or span.trace_id == bytes(16):
+    return ids_and_times_problem(
+        span.trace_id, span.span_id, span.parent_span_id, span.start_time_unix_nano, span.end_time_unix_nano
+    )
+
+
+_NO_TRACE_ID, _NO_SPAN_ID = bytes(16), bytes(8)
+
+
+def ids_and_times_problem(
+    trace_id: bytes, span_id: bytes, parent_id: bytes, start: int, end: int
+) -> str | None:
+    """:func:`span_problem` for a caller that has read the fields already: each read of a
+    decoded protobuf field builds a new object, and the collector reads them for every span."""
+    if len(trace_id) != 16 or trace_id == _NO_TRACE_ID:
         return "invalid trace_id"
-    if len(span.span_id) != 8 or span.span_id == bytes(8):
+    if len(span_id) != 8 or span_id == _NO_SPAN_ID:
         return "invalid span_id"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
+    if parent_id and len(parent_id) != 8:
         return "invalid parent_span_id"
-    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+    if end and end < start:
         return "ends before it starts"
-    if span.start_time_unix_nano > MAX_TIME_NS or span.end_time_unix_nano > MAX_TIME_NS:
+    if start > MAX_TIME_NS or end > MAX_TIME_NS:
         return "time past year 2262"
     return None
 
@@ -226,6 +239,7 @@ __all__ = [
     "InvalidOtlp",
     "any_value",
     "attributes",
+    "ids_and_times_problem",
     "iter_spans",
     "parse_json",
     "parse_logs_json",

@@ -27,7 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracebridge.analysis.model import SpanRecord, TraceSummary, attribute_matches
 from tracebridge.collector import logs
-from tracebridge.otlp import attributes, record_from_span, span_problem
+from tracebridge.otlp import attributes, ids_and_times_problem, record_from_span
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
 # Attributes whose values are indexed for instant lookup: the business keys people search by.
@@ -189,24 +189,27 @@ class SpanStore:
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope.name
                 for span in scope_spans.spans:
-                    problem = span_problem(span)
+                    # Each field read once: a read of a decoded protobuf field builds an object.
+                    trace_bytes, span_bytes, parent_bytes = span.trace_id, span.span_id, span.parent_span_id
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    problem = ids_and_times_problem(trace_bytes, span_bytes, parent_bytes, start, end)
                     if problem is not None:
                         rejected += 1
                         reason = reason or problem
                         continue
                     accepted += 1
-                    trace_id = span.trace_id.hex()
-                    span_id = span.span_id.hex()
+                    trace_id = trace_bytes.hex()
+                    span_id = span_bytes.hex()
                     span_rows.append(
                         (
                             trace_id,
                             span_id,
-                            span.parent_span_id.hex() or None,
+                            parent_bytes.hex() or None,
                             service,
                             span.name,
                             span.kind,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano or span.start_time_unix_nano,
+                            start,
+                            end or start,
                             span.status.code,
                             resource_id,
                             scope,
@@ -214,7 +217,8 @@ class SpanStore:
                         )
                     )
                     for pair in span.attributes:
-                        if pair.key in indexed:
+                        key = pair.key
+                        if key in indexed:
                             value = pair.value
                             which = value.WhichOneof("value")
                             if which == "string_value":
@@ -224,7 +228,7 @@ class SpanStore:
                             else:
                                 continue
                             if len(text) <= MAX_INDEXED_VALUE:
-                                attribute_rows.add((pair.key, text, trace_id))
+                                attribute_rows.add((key, text, trace_id))
                     for link in span.links:
                         link_rows.append((trace_id, span_id, link.trace_id.hex(), link.span_id.hex()))
         return PreparedBatch(
