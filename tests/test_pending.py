@@ -289,3 +289,40 @@ def test_several_records_in_flight_are_all_listed_under_the_first() -> None:
         f"pending  {found[0].text}",
         f"pending  {found[2].text}",
     ]
+
+
+def test_a_record_counts_as_processed_by_a_child_of_its_send_or_a_span_of_the_same_record() -> None:
+    """Both ways a group's consumer span is matched to a sent record: as a child of the send, or
+    (link-only, a new trace) by topic, partition and offset. A child on another topic, and a
+    consumer span without a group, match nothing."""
+
+    def span(span_id: str, parent: str | None, kind: str, **attributes: object) -> SpanRecord:
+        return SpanRecord("1" * 32, span_id, parent, "span", kind, 1, 2, "svc", attributes=attributes)
+
+    def record(topic: str, offset: int, group: str | None = None) -> dict[str, object]:
+        found: dict[str, object] = {
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": "0",
+            "messaging.kafka.offset": offset,
+        }
+        if group is not None:
+            found["messaging.consumer.group.name"] = group
+        return found
+
+    spans = [
+        span("a" * 16, None, "PRODUCER", **record("orders", 1)),
+        span(  # a child that names no partition or offset (another client's span)
+            "b" * 16,
+            "a" * 16,
+            "CONSUMER",
+            **{"messaging.destination.name": "orders", "messaging.consumer.group.name": "billing"},
+        ),
+        span("c" * 16, "a" * 16, "CONSUMER", **record("audit", 9, "audit")),  # child, other topic
+        span("d" * 16, None, "PRODUCER", **record("orders", 2)),
+        span("e" * 16, None, "CONSUMER", **record("orders", 2, "billing")),  # same record, no parent
+        span("f" * 16, None, "PRODUCER", **record("orders", 3)),
+        span("0" * 15 + "1", "f" * 16, "CONSUMER", **record("orders", 3)),  # no group
+    ]
+    expected = {"orders": [ExpectedGroup("orders", "billing", ("svc",))]}
+    found = {(d.offset, d.group): d.state for d in deliveries(Trace(spans), expected, None)}
+    assert found == {(1, "billing"): PROCESSED, (2, "billing"): PROCESSED, (3, "billing"): UNKNOWN}

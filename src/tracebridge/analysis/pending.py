@@ -137,21 +137,36 @@ def _sent_records(trace: Trace) -> list[tuple[SpanRecord, str, int, int]]:
     return sent
 
 
-def _processed_in_trace(trace: Trace, send: SpanRecord, topic: str, partition: int, offset: int) -> set[str]:
-    """The groups whose consumer span for this record is in the trace (child of the send, or
-    the same topic, partition and offset)."""
-    groups: set[str] = set()
-    children = {span.span_id for span in trace.children.get(send.span_id, [])}
-    for span in trace.spans:
-        if not messaging.is_consumer(span) or messaging.topic(span) != topic:
-            continue
-        group = messaging.group(span)
-        if group is None:
-            continue
-        same_record = messaging.partition(span) == str(partition) and messaging.offset(span) == offset
-        if span.span_id in children or same_record:
-            groups.add(group)
-    return groups
+class _ConsumerSpans:
+    """A trace's consumer spans (those naming a group), indexed once: by the record they
+    processed and by span id — so finding who processed each sent record is two look-ups,
+    not a pass over the whole trace per record (quadratic in a trace of many sends)."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.by_record: dict[tuple[str | None, str | None, int | None], set[str]] = {}
+        self.by_span: dict[str, tuple[str | None, str]] = {}
+        for span in trace.spans:
+            if not messaging.is_consumer(span):
+                continue
+            group = messaging.group(span)
+            if group is None:
+                continue
+            topic = messaging.topic(span)
+            record = (topic, messaging.partition(span), messaging.offset(span))
+            self.by_record.setdefault(record, set()).add(group)
+            self.by_span[span.span_id] = (topic, group)
+
+    def groups_that_processed(
+        self, trace: Trace, send: SpanRecord, topic: str, partition: int, offset: int
+    ) -> set[str]:
+        """The groups whose consumer span for this record is in the trace (child of the send,
+        or the same topic, partition and offset)."""
+        groups = set(self.by_record.get((topic, str(partition), offset), ()))
+        for child in trace.children.get(send.span_id, []):
+            found = self.by_span.get(child.span_id)
+            if found is not None and found[0] == topic:
+                groups.add(found[1])
+        return groups
 
 
 def deliveries(
@@ -169,8 +184,9 @@ def deliveries(
     found: list[Delivery] = []
     committed_cache: dict[tuple[str, str, int], int | OffsetsUnavailable | None] = {}
     end_cache: dict[tuple[str, int], int | None] = {}
+    consumers = _ConsumerSpans(trace)
     for send, topic, partition, offset in _sent_records(trace):
-        processed = _processed_in_trace(trace, send, topic, partition, offset)
+        processed = consumers.groups_that_processed(trace, send, topic, partition, offset)
         for group in expected.get(topic, ()):
             template = Delivery(topic, partition, offset, group.group, group.services, UNKNOWN, send.span_id)
             if group.group in processed:
