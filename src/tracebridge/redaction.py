@@ -177,11 +177,15 @@ class Redactor:
         if cached is not None:
             return cached
         redacted = self.policy.text(value)
-        if len(value) <= _CACHEABLE_LENGTH:
+        self._remember(value, redacted)
+        return redacted
+
+    def _remember(self, text: str, redacted: str) -> None:
+        """Keep a string's redaction (itself, for a clean one), within the cache's bounds."""
+        if len(text) <= _CACHEABLE_LENGTH:
             if len(self._texts) >= _CACHE_LIMIT:
                 self._texts.clear()
-            self._texts[value] = redacted
-        return redacted
+            self._texts[text] = redacted
 
     def _secret_key(self, key: str) -> bool:
         secret = self._keys.get(key)
@@ -261,10 +265,7 @@ class Redactor:
         as its own redaction (which it is: every rule needs what ``_suspect`` looks for)."""
         if self._suspect(text):
             return True
-        if len(text) <= _CACHEABLE_LENGTH:
-            if len(self._texts) >= _CACHE_LIMIT:
-                self._texts.clear()
-            self._texts[text] = text
+        self._remember(text, text)
         return False
 
     def _suspect(self, text: str) -> bool:
