@@ -149,19 +149,22 @@ def shutdown() -> None:
     # may be stuck in its retry loop, up to OTEL_EXPORTER_OTLP_TIMEOUT, on a dead collector.
     budget_ms = int(state.settings.shutdown_timeout_s * 1000)
     deadline = time.monotonic() + state.settings.shutdown_timeout_s
+
+    def left_s() -> float:
+        return max(0.0, deadline - time.monotonic())
+
     state.provider.force_flush(timeout_millis=budget_ms)
     # Shutting the exporter down aborts any retry in progress; whatever is still queued is
     # dropped and counted.  A helper process, and the export thread's last send, get what is
     # left of the budget, not a budget of their own (one stuck on a collector that never
     # answers goes on alone — a daemon thread, a helper that exits by itself — and we exit).
-    left_s = max(0.0, deadline - time.monotonic())
     helper_module = sys.modules.get("tracebridge.export_process")  # imported where one is used
     if helper_module is not None and isinstance(state.exporter, helper_module.ProcessExporter):
-        state.exporter.shutdown(left_s)
+        state.exporter.shutdown(left_s())
     elif state.exporter is not None:
         state.exporter.shutdown()
     if isinstance(state.processor, BatchExportProcessor):
-        state.processor.shutdown_wait_s = max(0.0, deadline - time.monotonic())
+        state.processor.shutdown_wait_s = left_s()  # what the helper's wait left
     state.provider.shutdown()
     if state.logs is not None:  # the same promise for log records: flush within the budget
         log_export.set_active(None)
