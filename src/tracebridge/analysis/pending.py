@@ -143,6 +143,7 @@ class _ConsumerSpans:
     not a pass over the whole trace per record (quadratic in a trace of many sends)."""
 
     def __init__(self, trace: Trace) -> None:
+        self.children = trace.children
         self.by_record: dict[tuple[str | None, str | None, int | None], set[str]] = {}
         self.by_span: dict[str, tuple[str | None, str]] = {}
         for span in trace.spans:
@@ -156,13 +157,11 @@ class _ConsumerSpans:
             self.by_record.setdefault(record, set()).add(group)
             self.by_span[span.span_id] = (topic, group)
 
-    def groups_that_processed(
-        self, trace: Trace, send: SpanRecord, topic: str, partition: int, offset: int
-    ) -> set[str]:
+    def groups_that_processed(self, send: SpanRecord, topic: str, partition: int, offset: int) -> set[str]:
         """The groups whose consumer span for this record is in the trace (child of the send,
         or the same topic, partition and offset)."""
         groups = set(self.by_record.get((topic, str(partition), offset), ()))
-        for child in trace.children.get(send.span_id, []):
+        for child in self.children.get(send.span_id, []):
             found = self.by_span.get(child.span_id)
             if found is not None and found[0] == topic:
                 groups.add(found[1])
@@ -186,7 +185,7 @@ def deliveries(
     end_cache: dict[tuple[str, int], int | None] = {}
     consumers = _ConsumerSpans(trace)
     for send, topic, partition, offset in _sent_records(trace):
-        processed = consumers.groups_that_processed(trace, send, topic, partition, offset)
+        processed = consumers.groups_that_processed(send, topic, partition, offset)
         for group in expected.get(topic, ()):
             template = Delivery(topic, partition, offset, group.group, group.services, UNKNOWN, send.span_id)
             if group.group in processed:
