@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo test bench bench-diagnosis instructions soak lint screenshots system-packages clean ui-vendor
+.PHONY: demo test bench bench-diagnosis bench-http-instructions instructions valgrind soak lint screenshots system-packages clean ui-vendor
 
 # Tests use real parts from Debian: Chromium for the UI, a PostgreSQL server for the SQL layer.
 # Installed here if missing (no browser or database is downloaded at test time).
@@ -53,12 +53,20 @@ bench: $(STAMP)
 	$(PY) bench/eshop.py --export-process helper
 	$(PY) bench/diagnose_accuracy.py
 
-# Instructions per span of each step of the span path (callgrind: repeatable on a noisy machine).
-instructions: $(STAMP)
+# Counting instructions (callgrind) is repeatable on a noisy machine where CPU seconds are not.
+valgrind:
 	@command -v valgrind >/dev/null || { command -v apt-get >/dev/null || { echo "needs valgrind"; exit 1; }; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
+
+# Instructions per span of each step of the span path.
+instructions: $(STAMP) valgrind
 	$(PY) bench/instructions.py
+
+# Instructions per HTTP request, server and client, each export mode (~20 min).
+bench-http-instructions: $(STAMP) valgrind
+	$(PY) bench/http_overhead.py --count instructions --requests 200 --rounds 1
+	$(PY) bench/http_overhead.py --count instructions --requests 200 --rounds 1 --export-process helper
 
 # How often the verdict names an injected fault's cause (12 runs of the whole stack, ~5 min).
 bench-diagnosis: $(STAMP)
