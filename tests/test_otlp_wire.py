@@ -134,3 +134,54 @@ def test_real_light_spans_from_the_kafka_path_encode_as_the_sdk_does(spans) -> N
     finished = spans.get_finished_spans()
     assert len(finished) == 2
     assert_same_as_sdk(finished)
+
+
+def test_sdk_spans_that_dropped_attributes_events_and_links_encode_as_the_sdk_does() -> None:
+    # The SDK's own spans are read field by field (not through their properties): the counts
+    # its bounded containers dropped must still reach the wire.
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    kept = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("tracebridge.test", "1.0")
+    span = tracer.start_span(
+        "bounded", attributes={"a": 1, "b": "two", "c": 3.0}, links=[Link(REMOTE), Link(LOCAL)]
+    )
+    span.add_event("first", {"n": 1})
+    span.add_event("second")
+    span.end()
+    finished = kept.get_finished_spans()
+    assert (finished[0].dropped_attributes, finished[0].dropped_events, finished[0].dropped_links) == (
+        1,
+        1,
+        1,
+    )
+    live = [span]  # the SDK's live Span object, as a batch processor hands it to the exporter
+    assert_same_as_sdk(live)
+    ours = decoded(encode_spans(live)).resource_spans[0].scope_spans[0].spans[0]
+    assert (ours.dropped_attributes_count, ours.dropped_events_count, ours.dropped_links_count) == (1, 1, 1)
+
+
+def test_equal_values_of_different_types_keep_their_own_encoding_across_batches() -> None:
+    # Encoded pairs are cached by (key, value): True == 1 == 1.0, but each is its own AnyValue.
+    values = [True, 1, 1.0, "1", 8000, "8000", False, 0]
+    spans = [handmade(f"v{n}", attributes={"flag": value}) for n, value in enumerate(values)]
+    for _ in range(2):  # the second batch is served from the cache
+        assert_same_as_sdk(spans)
+        attributes = [
+            span.attributes[0].value
+            for span in decoded(encode_spans(spans)).resource_spans[0].scope_spans[0].spans
+        ]
+        assert [value.WhichOneof("value") for value in attributes] == [
+            "bool_value",
+            "int_value",
+            "double_value",
+            "string_value",
+            "int_value",
+            "string_value",
+            "bool_value",
+            "int_value",
+        ]

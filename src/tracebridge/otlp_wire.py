@@ -16,11 +16,17 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from tracebridge.config import Settings
+from tracebridge.messaging.light_span import LightSpan
+from tracebridge.propagation.w3c import context_fields
+from tracebridge.span_copy import PLAIN_SPAN_TYPES
 
 logger = logging.getLogger("tracebridge.export.otlp")
 
@@ -42,6 +48,8 @@ _MAX_CACHED_KEYS = 4096
 def _varint(value: int) -> bytes:
     if value < 128:
         return _SMALL[value]
+    if value < 16384:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -107,18 +115,26 @@ def _key_value(key: str, value: Any) -> bytes:
     return encoded + _field(b"\x12", _any_value(value))
 
 
-# Encoded KeyValue fields of short text attributes, which repeat from span to span
-# (messaging.system=kafka, the topic, the group, the server address): one dict lookup each.
-_pairs: dict[tuple[bytes, str, str], bytes] = {}
+# Encoded KeyValue fields of short text and of integer attributes, which repeat from span to
+# span (messaging.system=kafka, the topic, the server address and port, the status code): one
+# dict lookup each.  (Only exact str and int are cached: True == 1 would share an entry.)
+_pairs: dict[tuple[bytes, str, str | int], bytes] = {}
 _MAX_CACHED_PAIRS = 8192
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    parts = []
+    parts: list[bytes] = []
+    _append_attributes(parts, tag, attributes)
+    return b"".join(parts)
+
+
+def _append_attributes(parts: list[bytes], tag: bytes, attributes: Mapping[str, Any]) -> None:
+    """Each attribute's encoded field, appended to ``parts`` (the enclosing message's)."""
     for key, value in attributes.items():
-        if type(value) is str and len(value) <= 64:
+        kind = type(value)
+        if (kind is str and len(value) <= 64) or kind is int:
             cached = _pairs.get((tag, key, value))
             if cached is None:
                 cached = _field(tag, _key_value(key, value))
@@ -131,38 +147,75 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
             parts.append(_field(tag, _key_value(key, value)))
         except Exception as error:  # as the SDK encoder: skip the attribute, keep the span
             logger.warning("tracebridge: attribute %r not exported: %s", key, error)
-    return b"".join(parts)
+
+
+_names: dict[str, bytes] = {}
+_MAX_CACHED_NAMES = 4096
+
+
+def _dropped(bounded: object) -> int:
+    """What the SDK's ``dropped_*`` properties answer: only its bounded containers drop."""
+    if type(bounded) is dict or type(bounded) is tuple or type(bounded) is list or bounded is None:
+        return 0
+    return bounded.dropped if isinstance(bounded, BoundedAttributes | BoundedList) else 0
 
 
 def _span(span: ReadableSpan) -> bytes:
-    context = span.get_span_context()
+    if type(span) in PLAIN_SPAN_TYPES:
+        context, parent, name, kind = span._context, span._parent, span._name, span._kind
+        start, end, status = span._start_time, span._end_time, span._status
+        attributes: Any = span._attributes
+        events: Sequence[Any] = span._events
+        links: Sequence[Any] = span._links
+        if type(span) is LightSpan:  # plain containers: nothing is ever dropped
+            dropped_attributes = dropped_events = dropped_links = 0
+        else:
+            dropped_attributes, dropped_events, dropped_links = (
+                _dropped(attributes),
+                _dropped(events),
+                _dropped(links),
+            )
+        if type(attributes) is BoundedAttributes:
+            attributes = attributes._dict
+    else:
+        context, parent, name, kind = span.get_span_context(), span.parent, span.name, span.kind
+        start, end, status = span.start_time, span.end_time, span.status
+        attributes, events, links = span.attributes, span.events, span.links
+        dropped_attributes, dropped_events, dropped_links = (
+            span.dropped_attributes,
+            span.dropped_events,
+            span.dropped_links,
+        )
     assert context is not None
-    parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
-    state = context.trace_state
-    if state:
+    trace_id, span_id, _, _, state, _ = context_fields(context)
+    encoded_name = _names.get(name)
+    if encoded_name is None:
+        encoded_name = _text(b"\x2a", name)
+        if len(_names) >= _MAX_CACHED_NAMES:  # names with ids in them filled it: start again
+            _names.clear()
+        _names[name] = encoded_name
+    parts = [b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")]
+    if state is not DEFAULT_TRACE_STATE and state:
         parts.append(_text(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items())))
-    parent = span.parent
+    remote = False
     if parent:
-        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    parts.append(_text(b"\x2a", span.name))
-    parts.append(_KIND[id(span.kind)])
-    parts.append(b"\x39" + _FIXED64(span.start_time or 0))
-    parts.append(b"\x41" + _FIXED64(span.end_time or 0))
-    parts.append(_attributes(b"\x4a", span.attributes))
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
+        _, parent_id, remote, _, _, _ = context_fields(parent)
+        parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
+    times = b"\x39" + _FIXED64(start or 0) + b"\x41" + _FIXED64(end or 0)
+    parts.append(encoded_name + _KIND[id(kind)] + times)
+    if attributes:
+        _append_attributes(parts, b"\x4a", attributes)
+    if dropped_attributes:
+        parts.append(b"\x50" + _varint(dropped_attributes))
+    for event in events:
         body = b"\x09" + _FIXED64(event.timestamp) + _text(b"\x12", event.name)
         body += _attributes(b"\x1a", event.attributes)
         if event.dropped_attributes:
             body += b"\x20" + _varint(event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    if span.dropped_events:
-        parts.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
+    if dropped_events:
+        parts.append(b"\x60" + _varint(dropped_events))
+    for link in links:
         body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
         body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
         body += _attributes(b"\x22", link.attributes)
@@ -170,20 +223,18 @@ def _span(span: ReadableSpan) -> bytes:
             body += b"\x28" + _varint(link.dropped_attributes)
         body += _LINK_FLAGS_REMOTE if link.context.is_remote else _LINK_FLAGS_LOCAL
         parts.append(_field(b"\x6a", body))
-    if span.dropped_links:
-        parts.append(b"\x70" + _varint(span.dropped_links))
-    status = span.status
-    if status.status_code is StatusCode.UNSET and not status.description:
+    if dropped_links:
+        parts.append(b"\x70" + _varint(dropped_links))
+    code = status.status_code
+    description = status.description
+    if code is StatusCode.UNSET and not description:
         parts.append(_STATUS_UNSET)
     else:
-        code = status.status_code.value
-        status_body = (
-            (b"\x12" + _varint(len(d := status.description.encode())) + d) if status.description else b""
-        )
-        if code:
-            status_body += b"\x18" + _varint(code)
+        status_body = (b"\x12" + _varint(len(d := description.encode())) + d) if description else b""
+        if code.value:
+            status_body += b"\x18" + _varint(code.value)
         parts.append(_field(b"\x7a", status_body))
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    parts.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
@@ -200,31 +251,53 @@ def _scope(scope: Any) -> bytes:
     return body + _attributes(b"\x1a", scope.attributes)
 
 
+_NOTHING = object()
+_ScopeGroup = tuple[Any, list[bytes]]
+_ResourceEntry = tuple[Any, dict[int, _ScopeGroup], list[_ScopeGroup]]
+
+
+def _group(
+    by_id: dict[int, _ResourceEntry], resources: list[_ResourceEntry], resource: Any, scope: Any
+) -> _ScopeGroup:
+    """The list a span of this resource and scope is encoded into (made on first sight; an equal
+    resource or scope that is another object shares it, as the SDK's encoder groups them)."""
+    entry = by_id.get(id(resource))
+    if entry is None:
+        entry = next((known for known in resources if known[0] == resource), None)
+        if entry is None:
+            entry = (resource, {}, [])
+            resources.append(entry)
+        by_id[id(resource)] = entry
+    scopes_by_id, scopes = entry[1], entry[2]
+    group = scopes_by_id.get(id(scope))
+    if group is None:
+        group = next((known for known in scopes if known[0] == scope), None)
+        if group is None:
+            group = (scope, [])
+            scopes.append(group)
+        scopes_by_id[id(scope)] = group
+    return group
+
+
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """A serialized ``ExportTraceServiceRequest`` for ``spans``, grouped by resource and then by
     instrumentation scope in first-seen order (as the SDK's encoder groups them)."""
-    ScopeGroup = tuple[Any, list[bytes]]
-    resources_by_id: dict[int, tuple[Any, dict[int, ScopeGroup], list[ScopeGroup]]] = {}
-    resources: list[tuple[Any, dict[int, ScopeGroup], list[ScopeGroup]]] = []
+    resources_by_id: dict[int, _ResourceEntry] = {}
+    resources: list[_ResourceEntry] = []
+    group: _ScopeGroup | None = None
+    last_resource: Any = _NOTHING
+    last_scope: Any = _NOTHING
     for span in spans:
-        resource = span.resource
-        entry = resources_by_id.get(id(resource))
-        if entry is None:
-            entry = next((known for known in resources if known[0] == resource), None)
-            if entry is None:
-                entry = (resource, {}, [])
-                resources.append(entry)
-            resources_by_id[id(resource)] = entry
-        scope = span.instrumentation_scope or None
-        scopes_by_id, scopes = entry[1], entry[2]
-        group: ScopeGroup | None = scopes_by_id.get(id(scope))
-        if group is None:
-            group = next((known for known in scopes if known[0] == scope), None)
-            if group is None:
-                group = (scope, [])
-                scopes.append(group)
-            scopes_by_id[id(scope)] = group
-        group[1].append(_field(b"\x12", _span(span)))
+        if type(span) in PLAIN_SPAN_TYPES:
+            resource, scope = span._resource, span._instrumentation_scope or None
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
+        if group is None or resource is not last_resource or scope is not last_scope:
+            group = _group(resources_by_id, resources, resource, scope)
+            last_resource, last_scope = resource, scope
+        span_bytes = _span(span)
+        group[1].append(b"\x12" + _varint(len(span_bytes)))
+        group[1].append(span_bytes)  # (two items, so the span's bytes are not copied to prefix them)
     request = []
     for resource, _, scopes in resources:
         body = [_field(b"\x0a", _resource(resource))]

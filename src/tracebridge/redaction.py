@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
-from tracebridge.span_copy import replaced
+from tracebridge.span_copy import PLAIN_SPAN_TYPES, replaced
 
 REDACTED = "REDACTED"  # the OpenTelemetry semantic conventions' placeholder (url.full, url.query)
 BUILTIN_RULES = ("card", "email", "url-query", "headers")
@@ -170,7 +170,9 @@ class Redactor:
         self.policy = policy
         self._texts: dict[str, str] = {}
         self._keys: dict[str, bool] = {}
-        self._secret_sets: dict[tuple[str, ...], frozenset[str]] = {}
+        # Per tuple of keys (spans of one kind share it): which are secret, and whether one of
+        # them holds a whole query string.
+        self._key_sets: dict[tuple[str, ...], tuple[frozenset[str], bool]] = {}
 
     def _text(self, value: str) -> str:
         cached = self._texts.get(value)
@@ -212,20 +214,24 @@ class Redactor:
         """The attributes with secrets replaced; the same object when nothing changed.
 
         Most spans carry nothing to redact, so that is decided first in one pass: the keys
-        (their set of secret ones is cached per key tuple — spans of one kind share it) and one
-        search over all string values joined; only a span that may hold a secret is walked
+        (their secret ones, and whether one holds a query string, cached per key tuple) and each
+        string value looked up among those seen; only a span that may hold a secret is walked
         value by value."""
         if not attributes:
             return attributes
-        plain = _plain(attributes)
+        plain = attributes if type(attributes) is dict else _plain(attributes)
         keys = tuple(plain)
-        secret = self._secret_sets.get(keys)
-        if secret is None:
-            secret = frozenset(key for key in keys if self._secret_key(key))
-            if len(self._secret_sets) >= _CACHE_LIMIT:
-                self._secret_sets.clear()
-            self._secret_sets[keys] = secret
-        if not secret and not self._may_hold_secret(plain):
+        known = self._key_sets.get(keys)
+        if known is None:
+            known = (
+                frozenset(key for key in keys if self._secret_key(key)),
+                self.policy.url_query and not _QUERY_KEYS.isdisjoint(keys),
+            )
+            if len(self._key_sets) >= _CACHE_LIMIT:
+                self._key_sets.clear()
+            self._key_sets[keys] = known
+        secret, has_query = known
+        if not secret and not has_query and not self._may_hold_secret(plain):
             return attributes
         changed: dict[str, Any] | None = None
         for key, value in plain.items():
@@ -241,8 +247,6 @@ class Redactor:
     def _may_hold_secret(self, plain: Mapping[str, Any]) -> bool:
         # Value by value, each string first looked up among those already seen: most repeat from
         # span to span (the system, the topic, the address), so only a new one is examined.
-        if self.policy.url_query and not _QUERY_KEYS.isdisjoint(plain):
-            return True
         seen = self._texts
         for value in plain.values():
             kind = type(value)
@@ -282,26 +286,33 @@ class Redactor:
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """``span``, or a copy of it with every secret replaced."""
-        # The SDK's properties build a new view on every read: read each once.
-        original_attributes = getattr(span, "_attributes", None)
-        if original_attributes is None:
-            original_attributes = span.attributes
-        original_events, original_links = span.events, span.links
-        name = self._text(span.name) if span.name else span.name
+        # Each field read once; for the SDK's spans and ours straight from the object (their
+        # properties return the same values, each through a Python call).
+        if type(span) in PLAIN_SPAN_TYPES:
+            original_name, original_status = span._name, span._status
+            original_attributes = span._attributes
+            original_events, original_links = span._events, span._links
+        else:
+            original_name, original_status = span.name, span.status
+            original_attributes = getattr(span, "_attributes", None)
+            if original_attributes is None:
+                original_attributes = span.attributes
+            original_events, original_links = span.events, span.links
+        name = self._texts.get(original_name) or (original_name and self._text(original_name))
         attributes = self.attributes(original_attributes)
-        events = _each(original_events, self._event)
-        links = _each(original_links, self._link)
-        status = span.status
+        events = _each(original_events, self._event) if original_events else original_events
+        links = _each(original_links, self._link) if original_links else original_links
+        status = original_status
         if status.description:
             description = self._text(status.description)
             if description != status.description:
                 status = Status(status.status_code, description)
         if (
-            name == span.name
+            name == original_name
             and attributes is original_attributes
             and events is original_events
             and links is original_links
-            and status is span.status
+            and status is original_status
         ):
             return span
         return replaced(span, name=name, attributes=attributes, events=events, links=links, status=status)

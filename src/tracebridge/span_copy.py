@@ -7,7 +7,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import _Span as SdkSpan_
 from opentelemetry.trace import Link, Status
+
+from tracebridge.messaging.light_span import LightSpan
+
+# Span classes whose properties return the fields as stored — the SDK's own and ours — so the
+# export path (redaction, encoding) reads ``_name``, ``_attributes``... directly: a property
+# is a Python call, and a span has a dozen of them.  A subclass that overrides one (the export
+# helper's ``ReceivedSpan``, a vendor's span) is read through its properties.
+PLAIN_SPAN_TYPES = frozenset((ReadableSpan, SdkSpan, SdkSpan_, LightSpan))
 
 
 def replaced(
