@@ -338,7 +338,7 @@ class Echo(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
-        body = (self.headers.get("traceparent") or "").encode()
+        body = " | ".join(self.headers.get_all("traceparent") or ()).encode()  # every one sent
         self.send_response(status)
         self.send_header("content-length", str(len(body)))
         self.send_header("x-served-by", "echo")
@@ -404,6 +404,38 @@ def test_httpx_sync_and_async_client_spans(echo, spans) -> None:
     assert ok.text == format_traceparent(first.context)
     assert async_ok.text == format_traceparent(third.context)
     assert failed.status_code == 503 and handler.is_recording() is False
+
+
+def test_httpx_url_shapes_and_a_callers_own_traceparent(echo, spans) -> None:
+    # url.full is rendered from httpx's parsed URL, not str(url): every shape must come out as
+    # upstream renders it (credentials replaced), and the context header httpx sends must be
+    # ours alone even when the caller set one.
+    from opentelemetry.util.http import remove_url_credentials
+
+    instrument(only=("httpx",))
+    port = echo.rpartition(":")[2]
+    shapes = [
+        f"http://127.0.0.1:{port}/a%20b?q=%C3%A9&x=1#part",
+        f"http://user:secret@127.0.0.1:{port}/private",
+        f"http://localhost:{port}/p?",
+        f"http://LOCALHOST:{port}",
+        f"http://127.0.0.1:{port}/パス?クエリ=値",
+    ]
+    with tracer.start_as_current_span("handler"):
+        answers = [httpx.get(url) for url in shapes]
+        stale = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+        replaced = httpx.get(f"{echo}/stock", headers={"Traceparent": stale, "x-other": "kept"})
+    spans_sent = clients(spans)
+    assert len(spans_sent) == len(shapes) + 1
+    for url, span, answer in zip(shapes, spans_sent, answers, strict=False):
+        expected = remove_url_credentials(str(httpx.URL(url)))
+        assert span.attributes["url.full"] == expected, url
+        assert span.attributes["server.address"] == httpx.URL(url).host
+        assert span.attributes["server.port"] == int(port)
+        assert answer.text == format_traceparent(span.context)
+    assert "secret" not in spans_sent[1].attributes["url.full"]
+    assert spans_sent[1].attributes["url.full"].startswith("http://REDACTED:REDACTED@127.0.0.1")
+    assert replaced.text == format_traceparent(spans_sent[-1].context)  # one header: ours
 
 
 def test_requests_client_spans_and_connection_errors(echo, spans) -> None:

@@ -24,14 +24,18 @@ from typing import Any
 
 from opentelemetry.context import (
     _SUPPRESS_INSTRUMENTATION_KEY,
-    Context,
     attach,
     detach,
     set_value,
 )
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import TraceFlags
 
+from tracebridge.propagation.w3c import context_fields
+from tracebridge.span_copy import PLAIN_SPAN_TYPES
+
+_SAMPLED = int(TraceFlags.SAMPLED)
 logger = logging.getLogger("tracebridge.export")
 
 
@@ -347,11 +351,11 @@ class BatchExportProcessor(SpanProcessor):
         self._start_lock = threading.Lock()
         self._worker = None
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+    # (on_start is the base class's no-op: light spans don't call a processor that keeps it.)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled:
+        context = span._context if type(span) in PLAIN_SPAN_TYPES else span.get_span_context()
+        if context is not None and context_fields(context)[3] & _SAMPLED:
             self.offer(span)
 
     def offer(self, item: Any) -> None:

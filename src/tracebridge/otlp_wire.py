@@ -20,7 +20,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from tracebridge.config import Settings
@@ -225,8 +225,10 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_field(b"\x6a", body))
     if dropped_links:
         parts.append(b"\x70" + _varint(dropped_links))
-    code = status.status_code
-    description = status.description
+    if type(status) is Status:  # its fields, not its two properties
+        code, description = status._status_code, status._description
+    else:
+        code, description = status.status_code, status.description
     if code is StatusCode.UNSET and not description:
         parts.append(_STATUS_UNSET)
     else:

@@ -46,6 +46,7 @@ from tracebridge.business_keys import adopt_from_response
 from tracebridge.instrument.http_policy import drops_inbound_context
 from tracebridge.messaging.light_span import LightTracer, set_known_attributes
 from tracebridge.propagation.composite import TracebridgePropagator, baggage_present
+from tracebridge.propagation.w3c import context_fields as span_context_fields
 from tracebridge.propagation.w3c import format_traceparent, parse_context, tracestate_header
 from tracebridge.version import __version__
 
@@ -111,10 +112,12 @@ def _patterns(regexes: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(regexes), re.IGNORECASE) if regexes else None
 
 
-def suppressed() -> bool:
-    """Whether the current context asks for no HTTP spans (our exporter's own requests, a
-    library's nested client, ``suppress_http_instrumentation()``)."""
-    current = context.get_current()
+def suppressed(current: Context | None = None) -> bool:
+    """Whether the current context (``current`` if the caller has it already) asks for no HTTP
+    spans (our exporter's own requests, a library's nested client,
+    ``suppress_http_instrumentation()``)."""
+    if current is None:
+        current = context.get_current()
     return bool(
         current.get(_SUPPRESS_INSTRUMENTATION_KEY)
         or current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
@@ -175,17 +178,18 @@ def extract(fields: Mapping[str, str]) -> Context:
         return _EMPTY
 
 
-def inject(span: trace.Span, set_header: Callable[[str, str], None]) -> None:
-    """Write ``span``'s context and the current baggage as request headers."""
+def inject(span: trace.Span, set_header: Callable[[str, str], None], current: Context | None = None) -> None:
+    """Write ``span``'s context and the current baggage (``current``'s, if the caller has the
+    current context already) as request headers."""
     propagator = propagate.get_global_textmap()
     if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
         span_context = span.get_span_context()
-        if span_context.is_valid:
+        if span_context_fields(span_context)[5]:  # valid
             set_header("traceparent", format_traceparent(span_context))
             state = tracestate_header(span_context)
             if state is not None:
                 set_header("tracestate", state)
-        if propagator.baggage is not None and baggage_present():
+        if propagator.baggage is not None and baggage_present(current):
             fields: dict[str, str] = {}
             propagator.baggage.inject(fields)
             for name, value in fields.items():
@@ -316,13 +320,20 @@ def _already_recorded(span: trace.Span, error: BaseException) -> bool:
 
 
 def start_client(
-    options: HttpOptions, method: str, url: str, host: str | None, port: int | None, headers: Any
+    options: HttpOptions,
+    method: str,
+    url: str,
+    host: str | None,
+    port: int | None,
+    headers: Any,
+    current: Context | None = None,
 ) -> trace.Span:
-    """A client span (child of the current span) for a request about to be sent; ``headers``
-    are the request's (anything with ``items()``), captured if the variables ask for it."""
+    """A client span (child of the current span; ``current`` is the current context, if the
+    caller has it already) for a request about to be sent; ``headers`` are the request's
+    (anything with ``items()``), captured if the variables ask for it."""
     attributes: dict[str, Any] = {}
     name = method_attributes(method, attributes)
-    span = TRACER.start_span(name, None, SpanKind.CLIENT)
+    span = TRACER.start_span(name, current, SpanKind.CLIENT)
     if span.is_recording():
         attributes["url.full"] = remove_url_credentials(url) if "@" in url else url
         if host:

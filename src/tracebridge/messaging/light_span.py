@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
@@ -37,6 +37,7 @@ _SCALARS = (str, bool, int, float)
 FOLLOWS_FROM: Mapping[str, Any] = MappingProxyType({"tracebridge.link.type": "follows_from"})
 _EMPTY_STATE = DEFAULT_TRACE_STATE
 _SAMPLED, _RANDOM_TRACE_ID = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
+_NO_START = SpanProcessor.on_start  # a processor that doesn't override it is not called
 
 
 class _FromContext:
@@ -87,6 +88,7 @@ class LightTracer:
         self._parent_decides = False
         self._roots_dropped = False
         self._roots_kept = False
+        self._random_ids = False  # the SDK's default generator: its draws made here, without a call
 
     def _sdk_tracer(self) -> SdkTracer | None:
         if self._sdk is not None:
@@ -99,6 +101,7 @@ class LightTracer:
             self._parent_decides = _is_default_parent_based(tracer.sampler)
             self._roots_dropped = _drops_roots(tracer.sampler)
             self._roots_kept = _keeps_roots(tracer.sampler)
+            self._random_ids = type(tracer.id_generator) is RandomIdGenerator
         return self._sdk
 
     def start_span(
@@ -141,6 +144,9 @@ class LightTracer:
             random_id = bool(parent_flags & _RANDOM_TRACE_ID)
             if self._parent_decides and not parent_flags & _SAMPLED:
                 return _unsampled(sdk, trace_id, random_id, parent_state)
+        elif self._random_ids:  # (0 is invalid: the generator itself draws again)
+            trace_id = getrandbits(128) or sdk.id_generator.generate_trace_id()
+            random_id = True
         else:
             trace_id = sdk.id_generator.generate_trace_id()
             random_id = sdk.id_generator.is_trace_id_random()
@@ -165,7 +171,9 @@ class LightTracer:
             extra = result.attributes
         span_context = new_span_context(
             trace_id,
-            sdk.id_generator.generate_span_id(),
+            (getrandbits(64) or sdk.id_generator.generate_span_id())
+            if self._random_ids
+            else sdk.id_generator.generate_span_id(),
             False,
             (1 if sampled else 0) | (2 if random_id else 0),
             state,
@@ -181,7 +189,13 @@ class LightTracer:
         )
         if extra:
             span.set_attributes(extra)
-        sdk.span_processor.on_start(span, parent_context=_with_parent(context, resolved, explicit))  # type: ignore[arg-type]
+        processor = sdk.span_processor
+        if type(processor) is SynchronousMultiSpanProcessor:  # its loop, without its call
+            for each in processor._span_processors:
+                if type(each).on_start is not _NO_START:
+                    each.on_start(span, parent_context=_with_parent(context, resolved, explicit))  # type: ignore[arg-type]
+        else:
+            processor.on_start(span, parent_context=_with_parent(context, resolved, explicit))  # type: ignore[arg-type]
         return span
 
 
@@ -311,7 +325,12 @@ class LightSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             return
         self._end_time = end_time or time.time_ns()
-        self._sdk.span_processor.on_end(self)
+        processor = self._sdk.span_processor
+        if type(processor) is SynchronousMultiSpanProcessor:  # its loop, without its call
+            for each in processor._span_processors:
+                each.on_end(self)
+        else:
+            processor.on_end(self)
 
     def __repr__(self) -> str:
         return f"LightSpan({self._name!r}, {self._context!r})"
