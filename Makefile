@@ -65,8 +65,8 @@ instructions: $(STAMP) valgrind
 
 # Instructions per HTTP request, server and client, each export mode (~20 min).
 bench-http-instructions: $(STAMP) valgrind
-	$(PY) bench/http_overhead.py --count instructions --requests 200 --rounds 1
-	$(PY) bench/http_overhead.py --count instructions --requests 200 --rounds 1 --export-process helper
+	$(PY) bench/http_overhead.py --count instructions --requests 512 --rounds 1
+	$(PY) bench/http_overhead.py --count instructions --requests 512 --rounds 1 --export-process helper
 
 # How often the verdict names an injected fault's cause (12 runs of the whole stack, ~5 min).
 bench-diagnosis: $(STAMP)

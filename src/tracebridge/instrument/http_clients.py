@@ -10,7 +10,8 @@ Requests made with instrumentation suppressed — our own exporter's — make no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import operator
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ from tracebridge.instrument.http_spans import (
 )
 
 _HTTP_VERSIONS = {10: "1.0", 11: "1.1", 20: "2"}
+_HTTPX_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2", b"HTTP/3": "3"}
 
 
 def _httpx_url(url: Any, parsed_type: Any) -> tuple[str, str | None, int]:
@@ -60,26 +62,24 @@ def _httpx_url(url: Any, parsed_type: Any) -> tuple[str, str | None, int]:
     return text, host or None, port or default_port(scheme)
 
 
-def _httpx_setter(headers: Any) -> Callable[[str, str], None]:
+_HEADER_KEYS = {name: name.encode() for name in ("traceparent", "tracestate", "baggage")}
+
+
+def _set_httpx_header(headers: Any, name: str, value: str) -> None:
     """``headers[name] = value`` for an httpx ``Headers``: appended to the list it keeps
     (``_list`` of (name, lower-case name, value) bytes) when the name is not there yet — a
     third of what ``__setitem__`` costs, which encodes and compares every header again."""
     items = getattr(headers, "_list", None)
-    if type(items) is not list:
-        return headers.__setitem__  # type: ignore[no-any-return]
-
-    def set_header(name: str, value: str) -> None:
-        key = name.lower().encode("ascii")
-        for item in items:
-            if item[1] == key:  # the caller set it already: httpx's own replacement rules
-                headers[name] = value
+    if type(items) is list and name.isascii():
+        key = _HEADER_KEYS.get(name) or name.lower().encode("ascii")
+        for item in items:  # (a loop: a generator costs more than the search)
+            if item[1] == key:
+                break  # the caller set it already: httpx's own replacement rules
+        else:
+            if value.isascii():  # (a propagator of the user's own may write more: httpx's way)
+                items.append((key, key, value.encode("ascii")))
                 return
-        try:
-            items.append((key, key, value.encode("ascii")))
-        except UnicodeEncodeError:  # (a propagator of the user's own): httpx's encoding
-            headers[name] = value
-
-    return set_header
+    headers[name] = value
 
 
 class HttpxInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -105,14 +105,15 @@ class HttpxInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return None
             headers = request.headers
             span = start_client(options, request.method, text, host, port, headers, current)
-            inject(span, _httpx_setter(headers), current)
+            inject(span, headers, _set_httpx_header, current)
             return span
 
         def end(span: Any, response: Any) -> None:
             version = response.extensions.get("http_version", b"")
-            extra = (
-                {"network.protocol.version": version.decode()[5:]} if version.startswith(b"HTTP/") else None
-            )
+            known = _HTTPX_VERSIONS.get(version)
+            if known is None and version.startswith(b"HTTP/"):
+                known = version.decode()[5:]
+            extra = {"network.protocol.version": known} if known else None
             finish_client(options, span, response.status_code, None, response.headers, extra)
 
         def send(wrapped: Any, transport: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
@@ -174,7 +175,7 @@ class RequestsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 parts.port or default_port(parts.scheme),
                 request.headers,
             )
-            inject(span, request.headers.__setitem__)
+            inject(span, request.headers, operator.setitem)
             token = suppressing_nested()  # urllib3's instrumentation, if loaded, makes no second span
             try:
                 response = wrapped(*args, **kw)
@@ -222,7 +223,7 @@ class AiohttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             port = getattr(url, "port", None)
             headers: Any = CIMultiDict(kw.get("headers") or ())
             span = start_client(options, method, text, host, port, headers)
-            inject(span, headers.__setitem__)
+            inject(span, headers, operator.setitem)
             kw["headers"] = headers
             try:
                 response = await wrapped(*args, **kw)

@@ -32,6 +32,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
     ExcludeList,
@@ -178,27 +179,34 @@ def extract(fields: Mapping[str, str]) -> Context:
         return _EMPTY
 
 
-def inject(span: trace.Span, set_header: Callable[[str, str], None], current: Context | None = None) -> None:
+def inject(
+    span: trace.Span,
+    headers: Any,
+    set_header: Callable[[Any, str, str], None],
+    current: Context | None = None,
+) -> None:
     """Write ``span``'s context and the current baggage (``current``'s, if the caller has the
-    current context already) as request headers."""
+    current context already) into a request's ``headers`` with ``set_header(headers, name,
+    value)`` (``operator.setitem`` for most libraries: no bound method made per request)."""
     propagator = propagate.get_global_textmap()
     if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
         span_context = span.get_span_context()
-        if span_context_fields(span_context)[5]:  # valid
-            set_header("traceparent", format_traceparent(span_context))
-            state = tracestate_header(span_context)
+        _, _, _, _, trace_state, valid = span_context_fields(span_context)
+        if valid:
+            set_header(headers, "traceparent", format_traceparent(span_context))
+            state = tracestate_header(span_context) if trace_state is not DEFAULT_TRACE_STATE else None
             if state is not None:
-                set_header("tracestate", state)
+                set_header(headers, "tracestate", state)
         if propagator.baggage is not None and baggage_present(current):
             fields: dict[str, str] = {}
             propagator.baggage.inject(fields)
             for name, value in fields.items():
-                set_header(name, value)
+                set_header(headers, name, value)
         return
     fields = {}
     propagator.inject(fields, trace.set_span_in_context(span))
     for name, value in fields.items():
-        set_header(name, value)
+        set_header(headers, name, value)
 
 
 def response_headers(set_header: Callable[[str, str], None]) -> None:

@@ -22,13 +22,14 @@ from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, INVALID_SPAN_CONTEXT, TraceState
 
 from tracebridge.propagation.w3c import context_fields, new_span_context
 
@@ -36,6 +37,8 @@ _SCALARS = (str, bool, int, float)
 # The link a consumer span keeps to the producer span its record came from.
 FOLLOWS_FROM: Mapping[str, Any] = MappingProxyType({"tracebridge.link.type": "follows_from"})
 _EMPTY_STATE = DEFAULT_TRACE_STATE
+_INVALID = INVALID_SPAN_CONTEXT
+_UNSET = Status(StatusCode.UNSET)
 _SAMPLED, _RANDOM_TRACE_ID = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
 _NO_START = SpanProcessor.on_start  # a processor that doesn't override it is not called
 
@@ -123,14 +126,16 @@ class LightTracer:
         """
         # ``context`` holds the parent unless it was passed in ``parent``; then a context that
         # holds it is built only where one is read (_with_parent).
-        explicit = not isinstance(parent, _FromContext)
+        explicit = parent is not _FROM_CONTEXT
         resolved: SpanContext | None
-        if isinstance(parent, _FromContext):
-            found = trace_api.get_current_span(context).get_span_context()
+        if not explicit:
+            # get_current_span(context), without its two calls
+            current = (context if context is not None else get_current()).get(_SPAN_KEY)
+            found = current.get_span_context() if isinstance(current, trace_api.Span) else _INVALID
             resolved = found if context_fields(found)[5] else None
         else:
-            resolved = parent
-        sdk = self._sdk_tracer()
+            resolved = parent  # type: ignore[assignment]
+        sdk = self._sdk if self._sdk is not None else self._sdk_tracer()
         if sdk is None or not sdk._is_enabled():
             return self._tracer.start_span(
                 name,
@@ -180,7 +185,8 @@ class LightTracer:
         )
         if not recording:
             return NonRecordingSpan(span_context)
-        links = _with_follows(links, follows)
+        if follows is not None:
+            links = _with_follows(links, follows)
         max_links = sdk._span_limits.max_links
         if links and max_links is not None and len(links) > max_links:
             links = links[:max_links]
@@ -257,7 +263,7 @@ class LightSpan(trace_api.Span, ReadableSpan):
         self._sdk = sdk
         self._attributes: dict[str, Any] = {}
         self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET  # (a Status is never changed, only replaced: one serves all)
         self._resource = sdk.resource
         self._instrumentation_scope = sdk._instrumentation_scope
         self._instrumentation_info = None

@@ -28,7 +28,7 @@ def baggage_present(context: context_api.Context | None = None) -> bool:
     """Whether ``context`` (default: the current one) carries any baggage entry to propagate."""
     if _BAGGAGE_KEY is None:
         return bool(baggage.get_all(context))
-    return bool(context_api.get_value(_BAGGAGE_KEY, context))
+    return bool((context if context is not None else context_api.get_current()).get(_BAGGAGE_KEY))
 
 
 class TracebridgePropagator(CompositePropagator):

@@ -181,14 +181,14 @@ def format_traceparent(span_context: SpanContext) -> str:
     """The ``traceparent`` value (version 00) for a valid span context."""
     # %-formatting and a table for the flags: half the time of an f-string with format specs,
     # paid for every record sent and every call made, sampled or not.
-    trace_id, span_id, _, flags, _, _ = context_fields(span_context)
+    trace_id, span_id, _, flags, _, _ = span_context if _DIRECT else context_fields(span_context)
     return "00-%032x-%016x" % (trace_id, span_id) + _FLAGS_SUFFIX[flags & 0xFF]  # noqa: UP031
 
 
 def tracestate_header(span_context: SpanContext) -> str | None:
     """The ``tracestate`` value to send with a span context, ``None`` when it has no members
     (the common case, answered without asking the state object)."""
-    state = context_fields(span_context)[4]
+    state = span_context[4] if _DIRECT else span_context.trace_state
     if state is DEFAULT_TRACE_STATE or not state:
         return None
     return state.to_header()
