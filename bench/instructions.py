@@ -2,13 +2,17 @@
 
     make instructions                         # every step
     python bench/instructions.py [STEP ...]   # steps: redact unpack encode pack send-unsampled
-                                              #        collector-prepare
+                                              #        collector-prepare http-client
+                                              #        redact-http encode-http
 
 A profiling aid, not a benchmark (it prints counts, not ratios): this machine's timings move
 twofold within an hour, while ``valgrind --tool=callgrind`` counts the same instructions
 on every run whatever the other core is doing.  Each step runs twice under callgrind over the
-same 2 048 kafka-python ``send`` spans — once with the step repeated once, once twice — and the
-difference, divided by 2 048, is the step's own cost: start-up, imports and set-up cancel out.
+same 2 048 kafka-python ``send`` spans (``-http`` steps: httpx client spans) — once with the
+step repeated once, once twice — and the difference, divided by 2 048, is the step's own cost:
+start-up, imports and set-up cancel out.  ``http-client`` is the httpx client span's own path
+(start, context headers, end; ``OTEL_TRACES_EXPORTER=none``), around a transport that answers
+at once.
 The cyclic GC is off inside (its collections depend on the heap's size, not on the step).
 Only single-threaded steps are counted: with an export thread the count depends on how the
 threads were scheduled.
@@ -23,7 +27,17 @@ import sys
 from typing import Any
 
 SPANS = 2048
-STEPS = ("redact", "unpack", "encode", "pack", "send-unsampled", "collector-prepare")
+STEPS = (
+    "redact",
+    "unpack",
+    "encode",
+    "pack",
+    "send-unsampled",
+    "collector-prepare",
+    "http-client",
+    "redact-http",
+    "encode-http",
+)
 
 
 def _spans(sampler: str) -> tuple[Any, list[Any]]:
@@ -79,6 +93,61 @@ def _spans(sampler: str) -> tuple[Any, list[Any]]:
     return send, kept
 
 
+def _http_client(exporter: Any | None) -> Any:
+    """One traced httpx call through the instrumentation's transport wrapper, the transport
+    itself answering at once (no socket: the span path alone)."""
+    import httpx
+
+    import tracebridge
+
+    if exporter is None:
+        tracebridge.configure(service_name="instructions", traces_exporter="none")
+    else:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+    tracebridge.instrument(only=("httpx",))
+    traced = httpx.HTTPTransport.handle_request._self_wrapper  # what wrapt calls per request
+    response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
+
+    def answer(request: Any) -> Any:
+        return response
+
+    def call(request: Any) -> None:
+        traced(answer, None, (request,), {})
+
+    return call
+
+
+def _http_requests(count: int) -> list[Any]:
+    import httpx
+
+    return [
+        httpx.Request("GET", f"http://127.0.0.1:8000/stock/SKU-{number % 50}", headers={"accept": "*/*"})
+        for number in range(count)
+    ]
+
+
+def _kept_http_spans() -> list[Any]:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    kept: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            kept.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    call = _http_client(Keep())
+    for request in _http_requests(SPANS):
+        call(request)
+    return kept
+
+
 def run_step(step: str, repeats: int) -> None:
     """The inside of one callgrind run."""
     if step == "collector-prepare":  # the collector's rows for requests as bench/collector.py sends
@@ -106,13 +175,29 @@ def run_step(step: str, repeats: int) -> None:
             for number in range(SPANS):
                 send(number)
         return
+    if step == "http-client":
+        call = _http_client(None)
+        for request in _http_requests(200):
+            call(request)
+        # As many requests made in either run (the second run's count minus the first's is the
+        # step alone); each run sends `repeats` batches of them.
+        requests = [_http_requests(SPANS) for _ in range(2)]
+        gc.disable()
+        for batch in requests[:repeats]:
+            for request in batch:
+                call(request)
+        return
     from tracebridge.export_frames import SpanPacker, SpanUnpacker
     from tracebridge.otlp_wire import encode_spans
     from tracebridge.redaction import RedactionPolicy, Redactor
 
-    send, kept = _spans("parentbased_always_on")
-    for number in range(SPANS):
-        send(number)
+    if step.endswith("-http"):
+        kept = _kept_http_spans()
+        step = step.removesuffix("-http")
+    else:
+        send, kept = _spans("parentbased_always_on")
+        for number in range(SPANS):
+            send(number)
     batches = [kept[start : start + 512] for start in range(0, SPANS, 512)]
     packer = SpanPacker()
     frames = [packer.pack(batch) for batch in batches]

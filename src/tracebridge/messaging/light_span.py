@@ -149,12 +149,13 @@ class LightTracer:
             random_id = bool(parent_flags & _RANDOM_TRACE_ID)
             if self._parent_decides and not parent_flags & _SAMPLED:
                 return _unsampled(sdk, trace_id, random_id, parent_state)
-        elif self._random_ids:  # (0 is invalid: the generator itself draws again)
-            trace_id = getrandbits(128) or sdk.id_generator.generate_trace_id()
-            random_id = True
         else:
-            trace_id = sdk.id_generator.generate_trace_id()
-            random_id = sdk.id_generator.is_trace_id_random()
+            if self._random_ids:  # (0 is invalid: the generator itself draws again)
+                trace_id = getrandbits(128) or sdk.id_generator.generate_trace_id()
+                random_id = True
+            else:
+                trace_id = sdk.id_generator.generate_trace_id()
+                random_id = sdk.id_generator.is_trace_id_random()
             if self._roots_dropped:
                 return _unsampled(sdk, trace_id, random_id, _EMPTY_STATE)
         extra: Mapping[str, Any] | None = None
