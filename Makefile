@@ -63,7 +63,7 @@ valgrind:
 instructions: $(STAMP) valgrind
 	$(PY) bench/instructions.py
 
-# Instructions per HTTP request, server and client, each export mode (~20 min).
+# Instructions per HTTP request, server and client, each export mode (~10 min).
 bench-http-instructions: $(STAMP) valgrind
 	$(PY) bench/http_overhead.py --count instructions --requests 512 --rounds 1
 	$(PY) bench/http_overhead.py --count instructions --requests 512 --rounds 1 --export-process helper
