@@ -131,7 +131,10 @@ class LightTracer:
         if not explicit:
             # get_current_span(context), without its two calls
             current = (context if context is not None else get_current()).get(_SPAN_KEY)
-            found = current.get_span_context() if isinstance(current, trace_api.Span) else _INVALID
+            if current is None:  # a root (asked first: isinstance of an ABC runs Python)
+                found = _INVALID
+            else:
+                found = current.get_span_context() if isinstance(current, trace_api.Span) else _INVALID
             resolved = found if context_fields(found)[5] else None
         else:
             resolved = parent  # type: ignore[assignment]
