@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from opentelemetry import context
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.util.http import remove_url_credentials
 from wrapt import wrap_function_wrapper
 
 from tracebridge.instrument.http_spans import (
@@ -39,8 +38,8 @@ def _httpx_url(url: Any, parsed_type: Any) -> tuple[str, str | None, int]:
     """``url.full``, ``server.address`` and ``server.port`` of an httpx URL.  Read from the
     parsed tuple httpx keeps (``_uri_reference``, of its own ``parsed_type``) where it is one:
     ``str(url)`` and the ``host``/``port`` properties are five Python calls, a sixth of what
-    the whole client span costs.  A URL with credentials (replaced as upstream replaces them)
-    or an internationalised host name goes the long way."""
+    the whole client span costs.  A URL with credentials (``start_client`` replaces them as
+    upstream does) or an internationalised host name goes the long way."""
     parsed: Any = getattr(url, "_uri_reference", None)
     if (
         parsed_type is None
@@ -49,9 +48,7 @@ def _httpx_url(url: Any, parsed_type: Any) -> tuple[str, str | None, int]:
         or parsed[1]  # credentials
         or parsed[2].startswith("xn--")  # an internationalised name, decoded for the address
     ):
-        text = str(url)
-        text = remove_url_credentials(text) if "@" in text else text
-        return text, url.host, url.port or default_port(url.scheme)
+        return str(url), url.host, url.port or default_port(url.scheme)
     scheme, _, host, port, path, query, fragment = parsed
     netloc = f"[{host}]" if ":" in host else host
     text = f"{scheme}://{netloc}:{port}{path}" if port is not None else f"{scheme}://{netloc}{path}"

@@ -32,7 +32,6 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
     ExcludeList,
@@ -191,10 +190,10 @@ def inject(
     propagator = propagate.get_global_textmap()
     if isinstance(propagator, TracebridgePropagator) and propagator.w3c_only:
         span_context = span.get_span_context()
-        _, _, _, _, trace_state, valid = span_context_fields(span_context)
+        valid = span_context_fields(span_context)[5]
         if valid:
             set_header(headers, "traceparent", format_traceparent(span_context))
-            state = tracestate_header(span_context) if trace_state is not DEFAULT_TRACE_STATE else None
+            state = tracestate_header(span_context)
             if state is not None:
                 set_header(headers, "tracestate", state)
         if propagator.baggage is not None and baggage_present(current):

@@ -26,7 +26,6 @@ from opentelemetry.propagators.b3 import B3MultiFormat
 from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, Span, SpanContext
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from tracebridge.config import KafkaCarrier
 from tracebridge.propagation.carriers import (
@@ -259,10 +258,10 @@ def inject_record_context(
     ):
         new_headers = _without(headers, _W3C_FIELDS) if headers else []
         span_context = span.get_span_context()
-        _, _, _, _, trace_state, valid = context_fields(span_context)
+        valid = context_fields(span_context)[5]
         if valid:
             new_headers.append((TRACEPARENT, format_traceparent(span_context).encode()))
-            state = tracestate_header(span_context) if trace_state is not DEFAULT_TRACE_STATE else None
+            state = tracestate_header(span_context)
             if state is not None:
                 new_headers.append((TRACESTATE, state.encode()))
         if propagator.baggage is not None and baggage_present(current):
