@@ -11,7 +11,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 # Installed here if missing (no browser or database is downloaded at test time).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/tracebridge/collector/_span_scan.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tracebridge needs Python 3.11 or newer (set PYTHON=python3.x)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -2,7 +2,7 @@
 
     make instructions                         # every step
     python bench/instructions.py [STEP ...]   # steps: redact unpack encode pack send-unsampled
-                                              #        collector-prepare http-client
+                                              #        collector-prepare collector-prepare-python http-client
                                               #        redact-http encode-http
 
 A profiling aid, not a benchmark (it prints counts, not ratios): this machine's timings move
@@ -34,6 +34,7 @@ STEPS = (
     "pack",
     "send-unsampled",
     "collector-prepare",
+    "collector-prepare-python",
     "http-client",
     "redact-http",
     "encode-http",
@@ -150,7 +151,7 @@ def _kept_http_spans() -> list[Any]:
 
 def run_step(step: str, repeats: int) -> None:
     """The inside of one callgrind run."""
-    if step == "collector-prepare":  # the collector's rows for requests as bench/collector.py sends
+    if step.startswith("collector-prepare"):  # the collector's rows for bench/collector.py's requests
         import tempfile
         import time
 
@@ -159,12 +160,16 @@ def run_step(step: str, repeats: int) -> None:
         from tracebridge.otlp import parse_protobuf
 
         now = time.time_ns()
-        requests = [parse_protobuf(batch(number, now)) for number in range(SPANS // 512)]
+        bodies = [batch(number, now) for number in range(SPANS // 512)]
+        requests = [parse_protobuf(body) for body in bodies]
+        # collector-prepare: as the collector does, off the bytes (the C scanner);
+        # collector-prepare-python: the reference, off the decoded message
+        raw = [None] * len(bodies) if step.endswith("-python") else bodies
         with tempfile.TemporaryDirectory() as folder:
             store = SpanStore(f"{folder}/traces.db")
             gc.disable()
             for _ in range(repeats):
-                [store.prepare(request) for request in requests]
+                [store.prepare(request, body) for request, body in zip(requests, raw, strict=True)]
         return
     if step == "send-unsampled":
         send, _ = _spans("parentbased_always_off")

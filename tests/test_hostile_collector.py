@@ -434,7 +434,7 @@ def test_spans_from_the_future_are_kept_and_times_past_int64_rejected_alone(
 def test_one_poisoned_request_does_not_fail_the_requests_committed_with_it(hostile: RunningCollector) -> None:
     """Requests that arrive together are committed together; if the group fails, each is
     committed alone, so only the request that really can't be stored fails."""
-    from tracebridge.collector.store import PreparedBatch
+    from tracebridge.collector.span_rows import PreparedBatch
 
     good = hostile.store.prepare(request_of([span(b"\x61" * 16, ids(1, 8), name="good")]))
     poisoned = hostile.store.prepare(request_of([span(b"\x62" * 16, ids(1, 8), name="poisoned")]))

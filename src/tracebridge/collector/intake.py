@@ -26,7 +26,8 @@ from starlette.responses import Response
 
 from tracebridge.analysis.sources import Source
 from tracebridge.collector.config import CollectorConfig
-from tracebridge.collector.store import PreparedBatch, SpanStore, WriteResult
+from tracebridge.collector.span_rows import PreparedBatch, WriteResult
+from tracebridge.collector.store import SpanStore
 from tracebridge.otlp import InvalidOtlp, parse_json, parse_logs_json, parse_logs_protobuf, parse_protobuf
 
 PROTOBUF = "application/x-protobuf"
@@ -164,7 +165,7 @@ def otlp_endpoints(
         what: str,
         parse_binary: Callable[[bytes], Any],
         parse_text: Callable[[bytes], Any],
-        prepare: Callable[[Any], PreparedBatch],
+        prepare: Callable[[Any, bytes | None], PreparedBatch],
         answer: Callable[[WriteResult], Any],
     ) -> Callable[[Request], Awaitable[Response]]:
         """One OTLP/HTTP endpoint (``/v1/traces``, ``/v1/logs``): the same limits, errors and
@@ -195,9 +196,12 @@ def otlp_endpoints(
             except (InvalidOtlp, ValueError, zlib.error, EOFError) as error:
                 return _status(3, f"malformed request: {error}", content_type, 400)
             try:
-                # Rows are built here, in Python, while the writer thread is in SQLite (which
-                # releases the GIL) with the previous requests: the two overlap.
-                result = await writer.submit(prepare(parsed))
+                # Rows are built here while the writer thread is in SQLite (which releases the
+                # GIL) with the previous requests: the two overlap.  A protobuf body's rows are
+                # read off its bytes (span_rows); it was decoded above all the same, so what
+                # the standard decoder rejects is rejected here.
+                raw = body if content_type == PROTOBUF else None
+                result = await writer.submit(prepare(parsed, raw))
             except Exception as error:
                 return _status(14, f"could not store {what}: {error}", content_type, 503, **retry)
             response = answer(result)
@@ -222,11 +226,11 @@ def otlp_endpoints(
             response.partial_success.error_message = message
         return response
 
-    def prepare_spans(parsed: Any) -> PreparedBatch:
+    def prepare_spans(parsed: Any, raw: bytes | None) -> PreparedBatch:
         assert store is not None
-        return store.prepare(parsed)
+        return store.prepare(parsed, raw)
 
-    def prepare_logs(parsed: Any) -> PreparedBatch:
+    def prepare_logs(parsed: Any, raw: bytes | None) -> PreparedBatch:
         assert store is not None
         return store.prepare_logs(parsed)
 

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_trace ON logs (trace_id, time_ns);
 CREATE INDEX IF NOT EXISTS logs_time ON logs (time_ns);
 """
-INSERT = "INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_INTO, COLUMNS = "INTO logs", 8  # the store inserts many rows a statement
 MAX_BODY = 64 * 1024  # characters of a body kept as text (the record keeps it whole)
 # OTLP severity numbers: 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR, 21-24 FATAL
 _SEVERITY_NAMES = ((21, "FATAL"), (17, "ERROR"), (13, "WARN"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))

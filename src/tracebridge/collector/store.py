@@ -9,14 +9,14 @@ arriving minutes apart (async hops) simply land under the same trace id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracebridge.analysis.model import SpanRecord, TraceSummary, attribute_matches
-from tracebridge.collector import logs
-from tracebridge.otlp import attributes, ids_and_times_problem, record_from_span
+from tracebridge.collector import logs, span_rows
+from tracebridge.collector.span_rows import PreparedBatch, WriteResult
+from tracebridge.otlp import attributes, record_from_span
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "tracebridge" / "traces.db"
 # Attributes whose values are indexed for instant lookup: the business keys people search by.
@@ -40,7 +41,6 @@ DEFAULT_INDEXED_ATTRIBUTES = (
     "messaging.kafka.message.key",
     "error.type",
 )
-MAX_INDEXED_VALUE = 256
 SCAN_WINDOW_S = 24 * 3600
 
 _SCHEMA = """
@@ -96,29 +96,56 @@ def _one(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] = (
         cursor.close()
 
 
+_ROWS_PER_STATEMENT = 256
+
+
+@lru_cache(maxsize=256)
+def _values_statement(into: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT {into} VALUES " + ", ".join([row] * rows)
+
+
+class _Checkpointer:
+    """Copies the write-ahead log into the database file from its own thread and connection,
+    so the writer's commits stop paying for it (it was a third of the writer's time at 0.5 M
+    spans).  A passive checkpoint never blocks the writer; the writer's own automatic
+    checkpoint (``wal_autocheckpoint``) stays as it was, finds the log already copied but for
+    the last frames, and lets the log start over — a checkpoint from here alone could not,
+    while commits keep coming."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wanted = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="tracebridge-checkpoint", daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
+        self.wanted.set()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        try:
+            while True:
+                self.wanted.wait()
+                self.wanted.clear()
+                if self.stopping:
+                    return
+                try:  # after every commit: when the log is copied already, it costs nothing
+                    _one(connection, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # the writer's own checkpoint still runs
+                    continue
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wanted.set()
+        self.thread.join(timeout=10)
+
+
 class TraceNotFound(LookupError):
     """No span of that trace id is stored."""
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What one request added: spans stored, spans rejected and why."""
-
-    accepted: int
-    rejected: int
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    """The rows of one request, ready to commit (a traces request's, or a logs request's)."""
-
-    span_rows: list[tuple[Any, ...]]
-    attribute_rows: set[tuple[str, str, str]]
-    link_rows: list[tuple[str, str, str, str]]
-    resource_rows: dict[int, bytes]
-    result: WriteResult
-    log_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -135,11 +162,6 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         connection.execute("PRAGMA temp_store=MEMORY")
     connection.execute("PRAGMA busy_timeout=10000")
     return connection
-
-
-def _resource_id(resource: Resource) -> tuple[int, bytes]:
-    body = resource.SerializeToString(deterministic=True)
-    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True), body
 
 
 class SpanStore:
@@ -159,8 +181,10 @@ class SpanStore:
             self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('indexed_attributes', ?)", (chosen,))
         row = _one(self._writer, "SELECT value FROM meta WHERE key = 'indexed_attributes'")
         self.indexed_attributes = frozenset(json.loads(row[0]) if row else DEFAULT_INDEXED_ATTRIBUTES)
+        self._indexed = span_rows.Indexed(self.indexed_attributes)
         self._write_lock = threading.Lock()
         self._local = threading.local()
+        self._checkpointer: _Checkpointer | None = None
 
     # -- writing ------------------------------------------------------------------------------
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> list[WriteResult]:
@@ -169,71 +193,11 @@ class SpanStore:
         self.commit(prepared)
         return [batch.result for batch in prepared]
 
-    def prepare(self, request: ExportTraceServiceRequest) -> PreparedBatch:
-        """The rows one request adds (pure Python: run it outside the writer, so building rows
-        overlaps with SQLite writing the previous ones — sqlite3 releases the GIL)."""
-        span_rows: list[tuple[Any, ...]] = []
-        attribute_rows: set[tuple[str, str, str]] = set()
-        link_rows: list[tuple[str, str, str, str]] = []
-        resource_rows: dict[int, bytes] = {}
-        indexed = self.indexed_attributes
-        accepted = rejected = 0
-        reason = ""
-        for resource_spans in request.resource_spans:
-            resource_id, resource_body = _resource_id(resource_spans.resource)
-            resource_rows[resource_id] = resource_body
-            service = "unknown_service"
-            for pair in resource_spans.resource.attributes:
-                if pair.key == "service.name":
-                    service = pair.value.string_value or service
-            for scope_spans in resource_spans.scope_spans:
-                scope = scope_spans.scope.name
-                for span in scope_spans.spans:
-                    # Each field read once: a read of a decoded protobuf field builds an object.
-                    trace_bytes, span_bytes, parent_bytes = span.trace_id, span.span_id, span.parent_span_id
-                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    problem = ids_and_times_problem(trace_bytes, span_bytes, parent_bytes, start, end)
-                    if problem is not None:
-                        rejected += 1
-                        reason = reason or problem
-                        continue
-                    accepted += 1
-                    trace_id = trace_bytes.hex()
-                    span_id = span_bytes.hex()
-                    span_rows.append(
-                        (
-                            trace_id,
-                            span_id,
-                            parent_bytes.hex() or None,
-                            service,
-                            span.name,
-                            span.kind,
-                            start,
-                            end or start,
-                            span.status.code,
-                            resource_id,
-                            scope,
-                            span.SerializeToString(),
-                        )
-                    )
-                    for pair in span.attributes:
-                        key = pair.key
-                        if key in indexed:
-                            value = pair.value
-                            which = value.WhichOneof("value")
-                            if which == "string_value":
-                                text = value.string_value
-                            elif which in ("int_value", "double_value", "bool_value"):
-                                text = str(getattr(value, which)).lower()
-                            else:
-                                continue
-                            if len(text) <= MAX_INDEXED_VALUE:
-                                attribute_rows.add((key, text, trace_id))
-                    for link in span.links:
-                        link_rows.append((trace_id, span_id, link.trace_id.hex(), link.span_id.hex()))
-        return PreparedBatch(
-            span_rows, attribute_rows, link_rows, resource_rows, WriteResult(accepted, rejected, reason)
-        )
+    def prepare(self, request: ExportTraceServiceRequest, body: bytes | None = None) -> PreparedBatch:
+        """The rows one request adds, off the request path's writer: run it outside the writer
+        thread, so building rows overlaps with SQLite writing the previous ones.  With the
+        request's protobuf ``body``, the rows are read off its bytes (:mod:`span_rows`)."""
+        return span_rows.prepare(request, body, self._indexed)
 
     def prepare_logs(self, request: ExportLogsServiceRequest) -> PreparedBatch:
         """The rows one ``/v1/logs`` request adds (:mod:`tracebridge.collector.logs`)."""
@@ -254,19 +218,42 @@ class SpanStore:
             attribute_rows.update(batch.attribute_rows)
             link_rows.extend(batch.link_rows)
             log_rows.extend(batch.log_rows)
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path)
         with self._write_lock:
             cursor = self._writer.cursor()
             cursor.execute("BEGIN")
             try:
-                cursor.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?)", resource_rows.items())
-                cursor.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", span_rows)
-                cursor.executemany("INSERT OR IGNORE INTO attributes VALUES (?, ?, ?)", attribute_rows)
-                cursor.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", link_rows)
-                cursor.executemany(logs.INSERT, log_rows)
+                insert = self._insert
+                insert(cursor, "OR IGNORE INTO resources", 2, list(resource_rows.items()))
+                insert(cursor, "INTO spans", 12, span_rows)
+                insert(cursor, "OR IGNORE INTO attributes", 3, list(attribute_rows))
+                insert(cursor, "INTO links", 4, link_rows)
+                insert(cursor, logs.INSERT_INTO, logs.COLUMNS, log_rows)
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
+        self._checkpointer.wake()
+
+    def _insert(self, cursor: sqlite3.Cursor, into: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
+        """``INSERT <into> VALUES (…), (…), …``: up to 256 rows a statement.
+
+        Why not ``executemany``: it binds each row with the GIL held and runs it without, so
+        every row waits to take the GIL back — behind the event loop, which holds it while it
+        reads requests.  Against a thread busy in Python, 4 096 spans took 6 170 µs a span
+        that way and 45 µs with 256 rows a statement; alone, 5.8 against 4.9 µs.  Statement
+        sizes are powers of two below the full one, so a few statements are ever prepared."""
+        limit = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per_statement = max(1, min(_ROWS_PER_STATEMENT, limit // width))
+        done, count = 0, len(rows)
+        while done < count:
+            size = min(per_statement, count - done)
+            if size < per_statement:
+                size = 1 << (size.bit_length() - 1)
+            values = list(chain.from_iterable(rows[done : done + size]))
+            cursor.execute(_values_statement(into, width, size), values)
+            done += size
 
     def apply_retention(self, max_age_s: float | None, max_bytes: int | None) -> int:
         """Delete whole traces older than ``max_age_s``, then oldest traces while the file is
@@ -535,6 +522,8 @@ class SpanStore:
             return int(_one(connection, "SELECT count(*) FROM spans")[0])
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._writer.close()
         connection = getattr(self._local, "connection", None)
         if connection is not None:
